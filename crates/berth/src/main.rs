@@ -1,1 +1,108 @@
-fn main() {}
+//! The `berth` binary: `berth daemon` serves the CRI; every other verb is a
+//! client of a CRI endpoint. It only parses arguments and dispatches.
+#![deny(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "A Kubernetes container runtime (CRI v1) and its client"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: berth_cli::Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the CRI daemon.
+    Daemon(DaemonArgs),
+    #[command(flatten)]
+    Client(berth_cli::Command),
+}
+
+#[derive(Debug, Args)]
+struct DaemonArgs {
+    /// Configuration file (default /etc/berth/config.toml; missing means defaults).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Persistent state directory (default /var/lib/berth).
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Volatile state directory (default /run/berth).
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// CRI endpoint to serve (default unix:///run/berth/berth.sock).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Log level or tracing filter (error, warn, info, debug, trace).
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Log format: text or json.
+    #[arg(long)]
+    log_format: Option<berth_config::LogFormat>,
+}
+
+fn daemon(a: DaemonArgs) -> ExitCode {
+    let mut config = match berth_config::Config::load(a.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let overrides = berth_config::Overrides {
+        root: a.root,
+        state: a.state,
+        listen: a.listen,
+        log_level: a.log_level,
+        log_format: a.log_format,
+    };
+    if let Err(e) = config.apply(overrides) {
+        return fail(&e);
+    }
+    berth_server::daemon::init_logging(&config.log_level, config.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&e),
+    };
+    match rt.block_on(berth_server::daemon::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth daemon: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn fail(e: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("berth: {e}");
+    ExitCode::FAILURE
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Daemon(a) => daemon(a),
+        Command::Client(cmd) => {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return fail(&e),
+            };
+            match rt.block_on(berth_cli::run(&cli.global, cmd)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
+    }
+}

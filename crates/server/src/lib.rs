@@ -1,1 +1,14 @@
-//! placeholder
+//! Berth's CRI server: the gRPC services kubelet and crictl call, and the
+//! daemon that serves them on a unix socket.
+//!
+//! Every handler lives in its own file under [`image`] or [`runtime`] and
+//! runs inside [`instrument::call`], which logs it and maps its error to a
+//! gRPC code (in [`error`], the only place that knows the codes).
+#![deny(unsafe_code)]
+
+pub mod daemon;
+pub mod error;
+pub mod image;
+pub mod instrument;
+mod progress;
+pub mod runtime;

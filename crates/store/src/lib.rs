@@ -1,1 +1,292 @@
-//! placeholder
+//! Crash-safe persistence of small records.
+//!
+//! Every record is one JSON file in a directory, written atomically: a temp
+//! file in the same directory, `fsync`, `rename` over the old file, `fsync` of
+//! the directory. A crash at any point leaves either the old or the new
+//! record, never a torn one. Leftover temp files (`.tmp-*`) are removed when
+//! the directory is opened. Records carry a format version so that a newer
+//! Berth can migrate what an older one wrote.
+#![deny(unsafe_code)]
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Errors of the record store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("record {path} is corrupt: {source}")]
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("record {path} has version {found}, this Berth reads up to {supported}")]
+    Version {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("invalid record key {0:?}")]
+    Key(String),
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The current on-disk envelope version.
+pub const VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct Envelope<T> {
+    version: u32,
+    record: T,
+}
+
+/// What [`RecordDir::load_all`] found: good records by key, and the errors
+/// of the ones that could not be read.
+pub type Loaded<T> = (Vec<(String, T)>, Vec<Error>);
+
+/// A directory of records of one type, keyed by a file-name-safe key.
+#[derive(Debug, Clone)]
+pub struct RecordDir {
+    dir: PathBuf,
+}
+
+impl RecordDir {
+    /// Opens (creating if needed) `dir` and removes temp files a crash left behind.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self, Error> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(io("create directory", &dir))?;
+        for entry in fs::read_dir(&dir).map_err(io("read directory", &dir))? {
+            let entry = entry.map_err(io("read directory", &dir))?;
+            if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+                let p = entry.path();
+                tracing::debug!(path = %p.display(), "removing leftover temp record");
+                fs::remove_file(&p).map_err(io("remove", &p))?;
+            }
+        }
+        Ok(RecordDir { dir })
+    }
+
+    /// The directory this store writes into.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, Error> {
+        let ok = !key.is_empty()
+            && key.len() <= 200
+            && !key.starts_with('.')
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+        if !ok {
+            return Err(Error::Key(key.to_string()));
+        }
+        Ok(self.dir.join(format!("{key}.json")))
+    }
+
+    /// Writes `record` under `key`, replacing any previous one atomically.
+    pub fn put<T: Serialize>(&self, key: &str, record: &T) -> Result<(), Error> {
+        let path = self.path(key)?;
+        let data = serde_json::to_vec(&Envelope {
+            version: VERSION,
+            record,
+        })
+        .map_err(|source| Error::Corrupt {
+            path: path.clone(),
+            source,
+        })?;
+        write_atomic(&path, &data)
+    }
+
+    /// Reads the record under `key`; `None` if there is none.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
+        let path = self.path(key)?;
+        match fs::read(&path) {
+            Ok(data) => decode(&path, &data).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io("read", &path)(e)),
+        }
+    }
+
+    /// Removes the record under `key`; removing a missing record succeeds.
+    pub fn delete(&self, key: &str) -> Result<(), Error> {
+        let path = self.path(key)?;
+        match fs::remove_file(&path) {
+            Ok(()) => sync_dir(&self.dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io("remove", &path)(e)),
+        }
+    }
+
+    /// Loads every record. Records that cannot be decoded are returned
+    /// separately so the caller can log and skip them rather than refuse to start.
+    pub fn load_all<T: DeserializeOwned>(&self) -> Result<Loaded<T>, Error> {
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        let mut names: Vec<_> = fs::read_dir(&self.dir)
+            .map_err(io("read directory", &self.dir))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        for name in names {
+            let Some(key) = name.strip_suffix(".json") else {
+                continue;
+            };
+            if key.starts_with('.') {
+                continue;
+            }
+            let path = self.dir.join(&name);
+            match fs::read(&path) {
+                Ok(data) => match decode(&path, &data) {
+                    Ok(r) => good.push((key.to_string(), r)),
+                    Err(e) => bad.push(e),
+                },
+                Err(e) => bad.push(io("read", &path)(e)),
+            }
+        }
+        Ok((good, bad))
+    }
+}
+
+fn decode<T: DeserializeOwned>(path: &Path, data: &[u8]) -> Result<T, Error> {
+    #[derive(Deserialize)]
+    struct Head {
+        version: u32,
+    }
+    let head: Head = serde_json::from_slice(data).map_err(|source| Error::Corrupt {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if head.version > VERSION {
+        return Err(Error::Version {
+            path: path.to_path_buf(),
+            found: head.version,
+            supported: VERSION,
+        });
+    }
+    let env: Envelope<T> = serde_json::from_slice(data).map_err(|source| Error::Corrupt {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(env.record)
+}
+
+/// Replaces `path` with `data` atomically and durably (temp file, fsync,
+/// rename, fsync of the parent directory).
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), Error> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".tmp-{:016x}", rand::random::<u64>()));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(io("create", &tmp))?;
+        f.write_all(data).map_err(io("write", &tmp))?;
+        f.sync_all().map_err(io("fsync", &tmp))?;
+        fs::rename(&tmp, path).map_err(io("rename", path))?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// `fsync` of a directory, so that a rename or unlink in it is durable.
+pub fn sync_dir(dir: &Path) -> Result<(), Error> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("fsync directory", dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Rec {
+        name: String,
+        n: u32,
+    }
+
+    #[test]
+    fn put_get_delete_roundtrip() {
+        let d = tempfile::tempdir().unwrap();
+        let s = RecordDir::open(d.path().join("recs")).unwrap();
+        let r = Rec {
+            name: "a".into(),
+            n: 1,
+        };
+        s.put("k1", &r).unwrap();
+        assert_eq!(s.get::<Rec>("k1").unwrap(), Some(r));
+        s.put(
+            "k1",
+            &Rec {
+                name: "b".into(),
+                n: 2,
+            },
+        )
+        .unwrap();
+        assert_eq!(s.get::<Rec>("k1").unwrap().unwrap().n, 2);
+        s.delete("k1").unwrap();
+        s.delete("k1").unwrap();
+        assert_eq!(s.get::<Rec>("k1").unwrap(), None);
+    }
+
+    #[test]
+    fn leftovers_removed_and_corrupt_records_reported() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join(".tmp-123"), b"half").unwrap();
+        fs::write(d.path().join("bad.json"), b"{not json").unwrap();
+        fs::write(
+            d.path().join("future.json"),
+            br#"{"version":99,"record":{"name":"x","n":1}}"#,
+        )
+        .unwrap();
+        let s = RecordDir::open(d.path()).unwrap();
+        assert!(!d.path().join(".tmp-123").exists());
+        s.put(
+            "good",
+            &Rec {
+                name: "g".into(),
+                n: 3,
+            },
+        )
+        .unwrap();
+        let (good, bad) = s.load_all::<Rec>().unwrap();
+        assert_eq!(good.len(), 1);
+        assert_eq!(good[0].0, "good");
+        assert_eq!(bad.len(), 2);
+        assert!(bad
+            .iter()
+            .any(|e| matches!(e, Error::Version { found: 99, .. })));
+    }
+
+    #[test]
+    fn keys_cannot_escape_the_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let s = RecordDir::open(d.path()).unwrap();
+        for k in ["", "../x", "a/b", ".hidden", "x\0y"] {
+            assert!(matches!(s.put(k, &1u32), Err(Error::Key(_))), "{k:?}");
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! Starts a real `berth daemon` on a temporary root and talks to it over its
+//! unix socket, as kubelet and crictl do.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_cri::runtime::v1 as cri;
+use berth_cri::runtime::v1::image_service_client::ImageServiceClient;
+use berth_cri::runtime::v1::runtime_service_client::RuntimeServiceClient;
+use tonic::transport::Channel;
+
+pub const BERTH: &str = env!("CARGO_BIN_EXE_berth");
+
+/// A daemon process with its own root, state and socket.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+    pub config: String,
+}
+
+impl Daemon {
+    /// Starts a daemon with `config` (TOML) and waits for its socket.
+    pub fn start(config: &str) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-it-")
+            .tempdir()
+            .unwrap();
+        let mut d = Daemon {
+            dir,
+            child: None,
+            config: config.to_string(),
+        };
+        d.spawn();
+        d
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("state/berth.sock")
+    }
+    pub fn endpoint(&self) -> String {
+        format!("unix://{}", self.socket().display())
+    }
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+    /// The directory of unpacked layers.
+    pub fn snapshots(&self) -> PathBuf {
+        self.root().join("images/snapshots")
+    }
+
+    /// The command line to start another daemon on the same root.
+    pub fn command(&self) -> Command {
+        let cfg = self.dir.path().join("config.toml");
+        std::fs::write(&cfg, &self.config).unwrap();
+        let mut c = Command::new(BERTH);
+        c.arg("daemon")
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--root")
+            .arg(self.root())
+            .arg("--state")
+            .arg(self.state())
+            .arg("--listen")
+            .arg(self.endpoint())
+            .arg("--log-level")
+            .arg("debug");
+        c
+    }
+
+    /// (Re)starts the process and waits until it serves.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.log"))
+            .unwrap();
+        let child = self
+            .command()
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting berth daemon");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(self.socket()).is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("daemon exited with {status}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("daemon did not serve within 30s:\n{}", self.log());
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("daemon running");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        c.wait().unwrap()
+    }
+
+    pub async fn runtime(&self) -> RuntimeServiceClient<Channel> {
+        RuntimeServiceClient::new(channel(&self.socket()).await)
+    }
+
+    pub async fn images(&self) -> ImageServiceClient<Channel> {
+        ImageServiceClient::new(channel(&self.socket()).await)
+    }
+
+    /// Runs `berth <args>` against this daemon.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(BERTH)
+            .arg("--runtime-endpoint")
+            .arg(self.endpoint())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub async fn channel(socket: &Path) -> Channel {
+    let p = socket.to_path_buf();
+    tonic::transport::Endpoint::try_from("http://localhost")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_| {
+            let p = p.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(p).await?,
+                ))
+            }
+        }))
+        .await
+        .unwrap()
+}
+
+pub fn spec(image: &str) -> Option<cri::ImageSpec> {
+    Some(cri::ImageSpec {
+        image: image.to_string(),
+        ..Default::default()
+    })
+}
+
+/// PullImage with optional credentials.
+pub async fn pull(
+    c: &mut ImageServiceClient<Channel>,
+    image: &str,
+    auth: Option<cri::AuthConfig>,
+) -> Result<String, tonic::Status> {
+    c.pull_image(cri::PullImageRequest {
+        image: spec(image),
+        auth,
+        sandbox_config: None,
+    })
+    .await
+    .map(|r| r.into_inner().image_ref)
+}
+
+pub async fn status(c: &mut ImageServiceClient<Channel>, image: &str) -> Option<cri::Image> {
+    c.image_status(cri::ImageStatusRequest {
+        image: spec(image),
+        verbose: false,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .image
+}
+
+pub async fn remove(c: &mut ImageServiceClient<Channel>, image: &str) {
+    c.remove_image(cri::RemoveImageRequest { image: spec(image) })
+        .await
+        .unwrap();
+}
+
+/// Entries of the snapshot store other than committed snapshots (staging leftovers).
+pub fn leftovers(daemon: &Daemon) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(daemon.snapshots()) else {
+        return vec![];
+    };
+    rd.flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.') && n != ".lock")
+        .collect()
+}
+
+/// Committed snapshots.
+pub fn snapshot_count(daemon: &Daemon) -> usize {
+    std::fs::read_dir(daemon.snapshots())
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .count()
+        })
+        .unwrap_or(0)
+}

@@ -1,0 +1,39 @@
+//! The one place where Berth errors become gRPC status codes.
+
+use berth_image::ErrorKind;
+use tonic::{Code, Status};
+
+/// An error a CRI handler returns; converted to a `Status` at the edge.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Image(#[from] berth_image::Error),
+    #[error("{0}")]
+    InvalidArgument(String),
+}
+
+impl ServerError {
+    pub fn code(&self) -> Code {
+        match self {
+            ServerError::InvalidArgument(_) => Code::InvalidArgument,
+            ServerError::Image(e) => match e.kind() {
+                ErrorKind::InvalidArgument => Code::InvalidArgument,
+                ErrorKind::NotFound => Code::NotFound,
+                ErrorKind::Unauthenticated => Code::Unauthenticated,
+                ErrorKind::FailedPrecondition => Code::FailedPrecondition,
+                ErrorKind::Unavailable => Code::Unavailable,
+                ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
+                ErrorKind::DataLoss => Code::DataLoss,
+                ErrorKind::Internal => Code::Internal,
+            },
+        }
+    }
+}
+
+impl From<ServerError> for Status {
+    fn from(e: ServerError) -> Status {
+        Status::new(e.code(), e.to_string())
+    }
+}
+
+pub type Result<T, E = ServerError> = std::result::Result<T, E>;
