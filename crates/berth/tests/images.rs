@@ -441,3 +441,112 @@ async fn schema1_is_refused_and_a_stalled_registry_times_out() {
     assert_eq!(e.code(), Code::Unavailable, "{e:?}");
     drop(silent);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identity_and_registry_tokens() {
+    let reg = Registry::start_token_auth("carol", "pw");
+    fixtures::busybox()
+        .push(&reg, "ids/bb:1", ManifestFormat::Oci)
+        .await
+        .unwrap();
+    // What `docker login` stores as an identity token: an OAuth2 refresh token.
+    let realm = reg.token_realm().unwrap();
+    let resp: serde_json::Value = reqwest_post_form(
+        &realm,
+        &[
+            ("grant_type", "password"),
+            ("username", "carol"),
+            ("password", "pw"),
+            ("service", reg.token_service()),
+            ("scope", "repository:ids/bb:pull"),
+            ("access_type", "offline"),
+            ("client_id", "test"),
+        ],
+    )
+    .await;
+    let refresh = resp["refresh_token"]
+        .as_str()
+        .expect("refresh token")
+        .to_string();
+    let access = resp["access_token"]
+        .as_str()
+        .or(resp["token"].as_str())
+        .unwrap()
+        .to_string();
+
+    let d = Daemon::start("");
+    let mut c = d.images().await;
+    let name = format!("{}/ids/bb:1", reg.host());
+    let identity = cri::AuthConfig {
+        identity_token: refresh,
+        ..Default::default()
+    };
+    pull(&mut c, &name, Some(identity)).await.unwrap();
+    let grants: Vec<_> = reg.token_requests().into_iter().map(|r| r.grant).collect();
+    assert!(
+        grants.contains(&berth_testkit::TokenGrant::RefreshToken),
+        "{grants:?}"
+    );
+    remove(&mut c, &name).await;
+
+    // A registry token is sent as the bearer token itself.
+    let bearer = cri::AuthConfig {
+        registry_token: access,
+        ..Default::default()
+    };
+    pull(&mut c, &name, Some(bearer)).await.unwrap();
+    let bad = cri::AuthConfig {
+        identity_token: "forged".into(),
+        ..Default::default()
+    };
+    remove(&mut c, &name).await;
+    assert_eq!(
+        pull(&mut c, &name, Some(bad)).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+}
+
+/// A form POST with a bare HTTP/1.1 client (the test needs no HTTP crate).
+async fn reqwest_post_form(url: &str, form: &[(&str, &str)]) -> serde_json::Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").expect("http realm");
+    let (hostport, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    let body = form
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    let mut s = tokio::net::TcpStream::connect(hostport).await.unwrap();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out);
+    let (head, json) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let json = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        json.split("\r\n").nth(1).unwrap_or_default().to_string()
+    } else {
+        json.to_string()
+    };
+    serde_json::from_str(&json).unwrap()
+}

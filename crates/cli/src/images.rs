@@ -256,6 +256,18 @@ pub async fn images(c: &mut Clients, g: &Global, a: ImagesArgs) -> Result<(), Cl
     Ok(())
 }
 
+/// Success, or one error naming every image that was not found.
+fn missing_images(missing: Vec<String>) -> Result<(), CliError> {
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::NotFound(format!(
+            "no such image: {}",
+            missing.join(", ")
+        )))
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct InspectiArgs {
     /// Images by id, tag or digest.
@@ -303,14 +315,7 @@ pub async fn inspecti(c: &mut Clients, g: &Global, a: InspectiArgs) -> Result<()
             },
         )?;
     }
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(CliError::NotFound(format!(
-            "no such image: {}",
-            missing.join(", ")
-        )))
-    }
+    missing_images(missing)
 }
 
 #[derive(Debug, Args)]
@@ -383,14 +388,7 @@ pub async fn rmi(c: &mut Clients, g: &Global, a: RmiArgs) -> Result<(), CliError
             println!("Deleted: {}", before.id);
         }
     }
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(CliError::NotFound(format!(
-            "no such image: {}",
-            missing.join(", ")
-        )))
-    }
+    missing_images(missing)
 }
 
 #[derive(Debug, Args)]

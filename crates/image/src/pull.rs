@@ -441,9 +441,6 @@ async fn ensure_layer(
     let (staging, applied) = applier
         .await
         .map_err(|e| Error::Internal(format!("layer unpacker: {e}")))?;
-    let discard = |staging| {
-        tokio::task::spawn_blocking(move || drop(staging));
-    };
     let verdict = (|| {
         // When the unpacker stopped reading, its error explains the rest.
         if applier_gone {
@@ -479,7 +476,9 @@ async fn ensure_layer(
         Ok(())
     })();
     if let Err(e) = verdict {
-        discard(staging);
+        // Remove the partial snapshot before answering, so that a failed
+        // pull has left nothing behind by the time the caller hears of it.
+        let _ = tokio::task::spawn_blocking(move || drop(staging)).await;
         return Err(e);
     }
     let chain = layer.chain_id.clone();

@@ -14,7 +14,9 @@ use berth_snapshot::{apply_layer, Compression};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let layer = args.next().ok_or("usage: apply LAYER [gzip|zstd|none] [TARGET_PARENT]")?;
+    let layer = args
+        .next()
+        .ok_or("usage: apply LAYER [gzip|zstd|none] [TARGET_PARENT]")?;
     let compression = match args.next().as_deref() {
         Some("gzip") => Compression::Gzip,
         Some("zstd") => Compression::Zstd,

@@ -34,6 +34,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::mpsc;
 
 use rustix::fs::{
     self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags,
@@ -97,82 +98,83 @@ impl ApplyOptions {
 /// only for the metadata of parent directories the layer implies but does
 /// not contain. Reads the stream to EOF, so the digest covers trailing bytes.
 ///
+/// Reading, decompressing and hashing run on a helper thread, overlapped
+/// with the filesystem work on the calling thread (hence `Send`). The call
+/// blocks; from async code run it under `spawn_blocking`.
+///
 /// The caller must be privileged (chown, mknod, `trusted.*` xattrs). On error
 /// `target` holds a partial tree: discard it.
 pub fn apply_layer(
-    reader: impl Read,
+    reader: impl Read + Send,
     compression: Compression,
     target: &Path,
     parents: &[PathBuf],
 ) -> Result<Applied> {
-    apply_layer_with(reader, compression, target, parents, &ApplyOptions::default())
+    apply_layer_with(
+        reader,
+        compression,
+        target,
+        parents,
+        &ApplyOptions::default(),
+    )
 }
 
 /// [`apply_layer`] with options.
 pub fn apply_layer_with(
-    reader: impl Read,
+    reader: impl Read + Send,
     compression: Compression,
     target: &Path,
     parents: &[PathBuf],
     options: &ApplyOptions,
 ) -> Result<Applied> {
-    let source_error = Rc::new(Cell::new(None));
-    let source = Source {
-        inner: reader,
-        error: Rc::clone(&source_error),
-    };
-    let decompressed: Box<dyn Read + '_> = match compression {
-        Compression::None => Box::new(source),
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(
-            BufReader::with_capacity(64 * 1024, source),
-        )),
-        Compression::Zstd => Box::new(
-            zstd::stream::read::Decoder::new(source)
-                .map_err(|e| Error::io("initialize zstd decoder for", target, e))?,
-        ),
-    };
-    let digest = DigestReader {
-        inner: decompressed,
-        hasher: Sha256::new(),
-        count: 0,
-        limit: options.max_uncompressed_size.unwrap_or(u64::MAX),
-        exceeded: false,
-    };
-    let mut tar = TarReader::new(digest, BUFFER_SIZE);
     let mut applier = Applier::new(target, parents)?;
-    let classify = |e: TarError, stream: &Stream<DigestReader<'_>>, entry: Option<&Entry>| {
-        classify_stream_error(e, stream, entry, &source_error)
-    };
+    let limit = options.max_uncompressed_size.unwrap_or(u64::MAX);
+    let (produced, extracted) = std::thread::scope(|s| {
+        let (tx, rx) = mpsc::sync_channel(QUEUE_DEPTH);
+        let (recycle_tx, recycle_rx) = mpsc::channel();
+        let producer = std::thread::Builder::new()
+            .name("layer-decompress".into())
+            .spawn_scoped(s, move || {
+                produce(reader, compression, limit, &tx, &recycle_rx)
+            })
+            .map_err(|e| Error::io("spawn decompression thread for", target, e))?;
+        let chunks = ChunkReader {
+            rx,
+            recycle: recycle_tx,
+            cur: None,
+            pos: 0,
+        };
+        // Consumes (and on return drops) the receiving end, which stops the
+        // producer early if extraction failed.
+        let extracted = extract(&mut applier, chunks);
+        let produced = producer
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        Ok::<_, Error>((produced, extracted))
+    })?;
 
-    let mut entries = 0u64;
-    let mut path = Vec::new();
-    let mut link = Vec::new();
-    loop {
-        match tar.next_entry() {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(e) => return Err(classify(e, &tar.stream, None)),
+    let entries = match extracted {
+        Ok(entries) => entries,
+        Err(ExtractError::Fs(e)) => return Err(e),
+        Err(ExtractError::Stream {
+            error,
+            entry,
+            offset,
+        }) => {
+            return Err(classify_stream_error(
+                error, entry, offset, produced, target,
+            ))
         }
-        entries += 1;
-        let entry = &tar.entry;
-        match applier.apply_entry(entry, &mut tar.stream, &mut path, &mut link) {
-            Ok(()) => {}
-            Err(Failure::Stream(e)) => return Err(classify(e, &tar.stream, Some(entry))),
-            Err(Failure::Fs(e)) => return Err(with_location(e, entry)),
-        }
+    };
+    if let Some(failure) = produced.failure {
+        // Extraction saw a clean end, yet the producer failed: only possible
+        // if the failure came after the last byte was handed over.
+        return Err(failure.into_error(target, produced.count));
     }
-    applier.finish()?;
-    if let Err(e) = tar.stream.drain() {
-        return Err(classify(TarError::Io(e), &tar.stream, None));
-    }
-    let digest = tar.stream.inner();
-    if digest.exceeded {
-        return Err(limit_error(digest.limit));
-    }
-    let diff_id = format!("sha256:{}", hex::encode(digest.hasher.clone().finalize()));
-    let uncompressed_size = digest.count;
+    let diff_id = format!("sha256:{}", hex::encode(produced.digest));
+    let uncompressed_size = produced.count;
     if options.sync_fs {
-        rfs::syncfs(&applier.root).map_err(|e| Error::io("syncfs", target, e))?;
+        rfs::syncfs(&*applier.root).map_err(|e| Error::io("syncfs", target, e))?;
     }
     tracing::debug!(target = %target.display(), %diff_id, uncompressed_size, entries, "applied layer");
     Ok(Applied {
@@ -180,6 +182,215 @@ pub fn apply_layer_with(
         uncompressed_size,
         entries,
     })
+}
+
+/// Chunks in flight between the decompression thread and the applier.
+const QUEUE_DEPTH: usize = 4;
+/// Size of one chunk (a multiple of the tar block size).
+const CHUNK_SIZE: usize = 256 * 1024;
+
+struct Chunk {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+/// What the decompression thread reports when it is done.
+struct Produced {
+    digest: [u8; 32],
+    count: u64,
+    failure: Option<ProducerFailure>,
+}
+
+enum ProducerFailure {
+    /// The caller's reader failed.
+    Source(io::Error),
+    /// The decompressor rejected the data.
+    Decompress(io::Error),
+    /// The uncompressed stream exceeded the limit.
+    Limit(u64),
+    /// The decompressor could not be set up.
+    Init(io::Error),
+}
+
+impl ProducerFailure {
+    fn into_error(self, target: &Path, offset: u64) -> Error {
+        match self {
+            ProducerFailure::Source(source) => Error::Read { source },
+            ProducerFailure::Decompress(e) => Error::InvalidLayer {
+                reason: match e.kind() {
+                    io::ErrorKind::UnexpectedEof => "compressed stream is truncated".to_string(),
+                    _ => format!("decompression failed: {e}"),
+                },
+                entry: None,
+                offset: Some(offset),
+            },
+            ProducerFailure::Limit(limit) => Error::invalid(format!(
+                "uncompressed layer exceeds the limit of {limit} bytes"
+            )),
+            ProducerFailure::Init(e) => Error::io("initialize decompressor for", target, e),
+        }
+    }
+}
+
+/// The decompression thread: reads the source, decompresses, hashes and
+/// counts, and hands full chunks to the applier. Runs to EOF unless the
+/// applier goes away.
+fn produce<R: Read>(
+    reader: R,
+    compression: Compression,
+    limit: u64,
+    tx: &mpsc::SyncSender<io::Result<Chunk>>,
+    recycle: &mpsc::Receiver<Vec<u8>>,
+) -> Produced {
+    let source_error = Rc::new(Cell::new(None));
+    let source = Source {
+        inner: reader,
+        error: Rc::clone(&source_error),
+    };
+    let mut hasher = Sha256::new();
+    let mut count = 0u64;
+    let fail = |failure: ProducerFailure, hasher: Sha256, count: u64| {
+        // Wake the applier with an error; the real one is reported by us.
+        let _ = tx.send(Err(io::Error::other("layer stream failed")));
+        Produced {
+            digest: hasher.finalize().into(),
+            count,
+            failure: Some(failure),
+        }
+    };
+    let mut decoder: Box<dyn Read + '_> = match compression {
+        Compression::None => Box::new(source),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(
+            BufReader::with_capacity(64 * 1024, source),
+        )),
+        Compression::Zstd => match zstd::stream::read::Decoder::new(source) {
+            Ok(d) => Box::new(d),
+            Err(e) => return fail(ProducerFailure::Init(e), hasher, count),
+        },
+    };
+    loop {
+        let mut buf = recycle.try_recv().unwrap_or_else(|_| vec![0; CHUNK_SIZE]);
+        let mut len = 0;
+        let eof = loop {
+            if len == buf.len() {
+                break false;
+            }
+            match decoder.read(&mut buf[len..]) {
+                Ok(0) => break true,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    hasher.update(&buf[..len]);
+                    count += len as u64;
+                    let failure = match source_error.take() {
+                        Some(se) => ProducerFailure::Source(se),
+                        None => ProducerFailure::Decompress(e),
+                    };
+                    return fail(failure, hasher, count);
+                }
+            }
+        };
+        hasher.update(&buf[..len]);
+        count += len as u64;
+        if count > limit {
+            return fail(ProducerFailure::Limit(limit), hasher, count);
+        }
+        if len > 0 && tx.send(Ok(Chunk { buf, len })).is_err() {
+            // The applier stopped (it failed); its error is the one to report.
+            break;
+        }
+        if eof {
+            break;
+        }
+    }
+    Produced {
+        digest: hasher.finalize().into(),
+        count,
+        failure: None,
+    }
+}
+
+/// The applier's end of the pipe.
+struct ChunkReader {
+    rx: mpsc::Receiver<io::Result<Chunk>>,
+    recycle: mpsc::Sender<Vec<u8>>,
+    cur: Option<Chunk>,
+    pos: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some(c) = &self.cur {
+                if self.pos < c.len {
+                    let n = out.len().min(c.len - self.pos);
+                    out[..n].copy_from_slice(&c.buf[self.pos..self.pos + n]);
+                    self.pos += n;
+                    return Ok(n);
+                }
+                if let Some(c) = self.cur.take() {
+                    let _ = self.recycle.send(c.buf);
+                }
+            }
+            match self.rx.recv() {
+                Ok(Ok(c)) => {
+                    self.cur = Some(c);
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                // The producer finished (or panicked; the join reports it).
+                Err(mpsc::RecvError) => return Ok(0),
+            }
+        }
+    }
+}
+
+enum ExtractError {
+    /// Reading the archive failed; classified once the producer reports.
+    Stream {
+        error: TarError,
+        entry: Option<String>,
+        offset: u64,
+    },
+    /// A filesystem operation failed, or an entry is invalid.
+    Fs(Error),
+}
+
+/// Applies every entry, then drains the stream. Returns the entry count.
+fn extract(
+    applier: &mut Applier<'_>,
+    chunks: ChunkReader,
+) -> std::result::Result<u64, ExtractError> {
+    let mut tar = TarReader::new(chunks, BUFFER_SIZE);
+    let stream_error =
+        |error, stream: &Stream<ChunkReader>, entry: Option<&Entry>| ExtractError::Stream {
+            error,
+            entry: entry.map(|e| String::from_utf8_lossy(&e.path).into_owned()),
+            offset: stream.offset(),
+        };
+    let mut entries = 0u64;
+    let mut path = Vec::new();
+    let mut link = Vec::new();
+    loop {
+        match tar.next_entry() {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => return Err(stream_error(e, &tar.stream, None)),
+        }
+        entries += 1;
+        let entry = &tar.entry;
+        match applier.apply_entry(entry, &mut tar.stream, &mut path, &mut link) {
+            Ok(()) => {}
+            Err(Failure::Stream(e)) => return Err(stream_error(e, &tar.stream, Some(entry))),
+            Err(Failure::Fs(e)) => return Err(ExtractError::Fs(with_location(e, entry))),
+        }
+    }
+    applier.finish().map_err(ExtractError::Fs)?;
+    // Trailing bytes after the end-of-archive marker count for the digest.
+    tar.stream
+        .drain()
+        .map_err(|e| stream_error(TarError::Io(e), &tar.stream, None))?;
+    Ok(entries)
 }
 
 /// Wraps the caller's reader so its failures can be told apart from
@@ -202,69 +413,32 @@ impl<R: Read> Read for Source<R> {
     }
 }
 
-/// Hashes and counts the uncompressed stream; enforces the size limit.
-struct DigestReader<'a> {
-    inner: Box<dyn Read + 'a>,
-    hasher: Sha256,
-    count: u64,
-    limit: u64,
-    exceeded: bool,
-}
-
-impl Read for DigestReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.exceeded {
-            return Err(io::Error::other("uncompressed size limit exceeded"));
-        }
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        if self.count > self.limit {
-            self.exceeded = true;
-            return Err(io::Error::other("uncompressed size limit exceeded"));
-        }
-        Ok(n)
-    }
-}
-
-fn limit_error(limit: u64) -> Error {
-    Error::invalid(format!(
-        "uncompressed layer exceeds the limit of {limit} bytes"
-    ))
-}
-
 fn classify_stream_error(
-    e: TarError,
-    stream: &Stream<DigestReader<'_>>,
-    entry: Option<&Entry>,
-    source_error: &Cell<Option<io::Error>>,
+    error: TarError,
+    entry: Option<String>,
+    offset: u64,
+    produced: Produced,
+    target: &Path,
 ) -> Error {
-    let entry_name = entry.map(|e| String::from_utf8_lossy(&e.path).into_owned());
-    match e {
+    match error {
         TarError::Format { offset, reason } => Error::InvalidLayer {
             reason,
-            entry: entry_name,
+            entry,
             offset: Some(offset),
         },
-        TarError::Io(e) => {
-            if let Some(source) = source_error.take() {
-                return Error::Read { source };
-            }
-            if stream.inner().exceeded {
-                return limit_error(stream.inner().limit);
-            }
-            // Everything between the source and us is a decompressor: its
-            // errors mean the compressed data is corrupt.
-            let reason = match e.kind() {
-                io::ErrorKind::UnexpectedEof => "compressed stream is truncated".to_string(),
-                _ => format!("decompression failed: {e}"),
-            };
-            Error::InvalidLayer {
-                reason,
-                entry: entry_name,
-                offset: Some(stream.offset()),
-            }
-        }
+        // The pipe only fails when the producer did; it knows why.
+        TarError::Io(e) => match produced.failure {
+            Some(ProducerFailure::Decompress(de)) => Error::InvalidLayer {
+                reason: match de.kind() {
+                    io::ErrorKind::UnexpectedEof => "compressed stream is truncated".to_string(),
+                    _ => format!("decompression failed: {de}"),
+                },
+                entry,
+                offset: Some(offset),
+            },
+            Some(f) => f.into_error(target, offset),
+            None => Error::Read { source: e },
+        },
     }
 }
 
@@ -363,7 +537,13 @@ const RESOLVE: ResolveFlags = ResolveFlags::IN_ROOT.union(ResolveFlags::NO_MAGIC
 fn open_in_root(root: BorrowedFd<'_>, path: &[u8], flags: OFlags) -> rustix::io::Result<OwnedFd> {
     let mut tries = 0;
     loop {
-        match rfs::openat2(root, os(path), flags | OFlags::CLOEXEC, Mode::empty(), RESOLVE) {
+        match rfs::openat2(
+            root,
+            os(path),
+            flags | OFlags::CLOEXEC,
+            Mode::empty(),
+            RESOLVE,
+        ) {
             Err(Errno::AGAIN | Errno::INTR) if tries < 32 => tries += 1,
             r => return r,
         }
@@ -456,7 +636,7 @@ impl<'t> Applier<'t> {
     fn apply_entry(
         &mut self,
         e: &Entry,
-        stream: &mut Stream<DigestReader<'_>>,
+        stream: &mut Stream<ChunkReader>,
         path: &mut Vec<u8>,
         link: &mut Vec<u8>,
     ) -> std::result::Result<(), Failure> {
@@ -612,8 +792,13 @@ impl<'t> Applier<'t> {
             AtFlags::SYMLINK_NOFOLLOW,
         )
         .map_err(|e| self.io("chown", rel, e))?;
-        rfs::chmodat(parent, os(name), Mode::from_raw_mode(mode), AtFlags::empty())
-            .map_err(|e| self.io("chmod", rel, e))?;
+        rfs::chmodat(
+            parent,
+            os(name),
+            Mode::from_raw_mode(mode),
+            AtFlags::empty(),
+        )
+        .map_err(|e| self.io("chmod", rel, e))?;
         if let Some((st, lower_fd)) = found {
             self.copy_up_xattrs(&lower_fd, parent, name, rel)?;
             self.dir_times.insert(rel.to_vec(), stat_times(&st));
@@ -621,9 +806,19 @@ impl<'t> Applier<'t> {
         Ok(())
     }
 
-    fn copy_up_xattrs(&mut self, lower: &OwnedFd, parent: BorrowedFd<'_>, name: &[u8], rel: &[u8]) -> Result<()> {
-        let Ok(src) = rfs::openat(lower, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        else {
+    fn copy_up_xattrs(
+        &mut self,
+        lower: &OwnedFd,
+        parent: BorrowedFd<'_>,
+        name: &[u8],
+        rel: &[u8],
+    ) -> Result<()> {
+        let Ok(src) = rfs::openat(
+            lower,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) else {
             return Ok(());
         };
         let names = match fsutil::list_xattrs(&src) {
@@ -633,7 +828,10 @@ impl<'t> Applier<'t> {
                 return Ok(());
             }
         };
-        if !names.split(|&b| b == 0).any(|n| !n.is_empty() && xattr_allowed(n)) {
+        if !names
+            .split(|&b| b == 0)
+            .any(|n| !n.is_empty() && xattr_allowed(n))
+        {
             return Ok(());
         }
         let dst = rfs::openat(
@@ -643,7 +841,10 @@ impl<'t> Applier<'t> {
             Mode::empty(),
         )
         .map_err(|e| self.io("open", rel, e))?;
-        for xname in names.split(|&b| b == 0).filter(|n| !n.is_empty() && xattr_allowed(n)) {
+        for xname in names
+            .split(|&b| b == 0)
+            .filter(|n| !n.is_empty() && xattr_allowed(n))
+        {
             if let Ok(value) = fsutil::get_xattr(&src, xname) {
                 self.set_xattr(XattrTarget::Fd(dst.as_fd()), xname, &value, rel)?;
             }
@@ -660,13 +861,14 @@ impl<'t> Applier<'t> {
     fn regular(
         &mut self,
         e: &Entry,
-        stream: &mut Stream<DigestReader<'_>>,
+        stream: &mut Stream<ChunkReader>,
         rel: &[u8],
         parent: &[u8],
         base: &[u8],
     ) -> std::result::Result<(), Failure> {
         let pfd = self.parent_dir(parent)?;
-        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let mode = Mode::from_raw_mode(0o600);
         let fd = match rfs::openat(&*pfd, os(base), flags, mode) {
             Err(Errno::EXIST) => {
@@ -684,7 +886,8 @@ impl<'t> Applier<'t> {
                 if chunk.is_empty() {
                     break;
                 }
-                file.write_all(chunk).map_err(|err| self.io("write", rel, err))?;
+                file.write_all(chunk)
+                    .map_err(|err| self.io("write", rel, err))?;
             },
             Some(frags) => {
                 for f in frags {
@@ -692,11 +895,13 @@ impl<'t> Applier<'t> {
                     let end = f.offset + f.len;
                     while off < end {
                         let chunk = stream.data_chunk(end - off)?;
-                        file.write_all_at(chunk, off).map_err(|err| self.io("write", rel, err))?;
+                        file.write_all_at(chunk, off)
+                            .map_err(|err| self.io("write", rel, err))?;
                         off += chunk.len() as u64;
                     }
                 }
-                file.set_len(e.size).map_err(|err| self.io("truncate", rel, err))?;
+                file.set_len(e.size)
+                    .map_err(|err| self.io("truncate", rel, err))?;
             }
         }
         debug_assert_eq!(stream.remaining(), 0);
@@ -705,11 +910,13 @@ impl<'t> Applier<'t> {
         // then chmod, then xattrs.
         let (uid, gid) = owner(e)?;
         rfs::fchown(&file, Some(uid), Some(gid)).map_err(|err| self.io("chown", rel, err))?;
-        rfs::fchmod(&file, Mode::from_raw_mode(e.mode)).map_err(|err| self.io("chmod", rel, err))?;
+        rfs::fchmod(&file, Mode::from_raw_mode(e.mode))
+            .map_err(|err| self.io("chmod", rel, err))?;
         for (name, value) in &e.xattrs {
             self.set_xattr(XattrTarget::Fd(file.as_fd()), name, value, rel)?;
         }
-        rfs::futimens(&file, &timestamps(e.atime, e.mtime)).map_err(|err| self.io("set times on", rel, err))?;
+        rfs::futimens(&file, &timestamps(e.atime, e.mtime))
+            .map_err(|err| self.io("set times on", rel, err))?;
         Ok(())
     }
 
@@ -743,10 +950,21 @@ impl<'t> Applier<'t> {
             Err(err) => return Err(self.create_error(rel, base, err)),
         }
         let (uid, gid) = owner(e)?;
-        rfs::chownat(&*pfd, os(base), Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|err| self.io("chown", rel, err))?;
-        rfs::chmodat(&*pfd, os(base), Mode::from_raw_mode(e.mode), AtFlags::empty())
-            .map_err(|err| self.io("chmod", rel, err))?;
+        rfs::chownat(
+            &*pfd,
+            os(base),
+            Some(uid),
+            Some(gid),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|err| self.io("chown", rel, err))?;
+        rfs::chmodat(
+            &*pfd,
+            os(base),
+            Mode::from_raw_mode(e.mode),
+            AtFlags::empty(),
+        )
+        .map_err(|err| self.io("chmod", rel, err))?;
         if opaque || !e.xattrs.is_empty() {
             let dfd = rfs::openat(
                 &*pfd,
@@ -763,7 +981,8 @@ impl<'t> Applier<'t> {
                     .map_err(|err| self.io("set opaque xattr on", rel, err))?;
             }
         }
-        self.dir_times.insert(rel.to_vec(), timestamps(e.atime, e.mtime));
+        self.dir_times
+            .insert(rel.to_vec(), timestamps(e.atime, e.mtime));
         Ok(())
     }
 
@@ -782,7 +1001,9 @@ impl<'t> Applier<'t> {
             r => r,
         }
         .map_err(|err| match err {
-            Errno::NAMETOOLONG if e.link.len() >= 4096 => Error::invalid("symbolic link target is too long"),
+            Errno::NAMETOOLONG if e.link.len() >= 4096 => {
+                Error::invalid("symbolic link target is too long")
+            }
             err => self.create_error(rel, base, err),
         })?;
         self.finish_at(e, pfd.as_fd(), rel, base, false)
@@ -791,8 +1012,14 @@ impl<'t> Applier<'t> {
     fn special(&mut self, e: &Entry, rel: &[u8], parent: &[u8], base: &[u8]) -> Result<()> {
         let pfd = self.parent_dir(parent)?;
         let (ft, dev) = match e.kind() {
-            Kind::Char => (FileType::CharacterDevice, rfs::makedev(e.dev_major, e.dev_minor)),
-            Kind::Block => (FileType::BlockDevice, rfs::makedev(e.dev_major, e.dev_minor)),
+            Kind::Char => (
+                FileType::CharacterDevice,
+                rfs::makedev(e.dev_major, e.dev_minor),
+            ),
+            Kind::Block => (
+                FileType::BlockDevice,
+                rfs::makedev(e.dev_major, e.dev_minor),
+            ),
             _ => (FileType::Fifo, 0),
         };
         let mode = Mode::from_raw_mode(0o600);
@@ -812,10 +1039,23 @@ impl<'t> Applier<'t> {
 
     /// Ownership, mode, xattrs and times for an entry that cannot be opened
     /// (symlink, device, FIFO).
-    fn finish_at(&mut self, e: &Entry, pfd: BorrowedFd<'_>, rel: &[u8], base: &[u8], chmod: bool) -> Result<()> {
+    fn finish_at(
+        &mut self,
+        e: &Entry,
+        pfd: BorrowedFd<'_>,
+        rel: &[u8],
+        base: &[u8],
+        chmod: bool,
+    ) -> Result<()> {
         let (uid, gid) = owner(e)?;
-        rfs::chownat(pfd, os(base), Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|err| self.io("chown", rel, err))?;
+        rfs::chownat(
+            pfd,
+            os(base),
+            Some(uid),
+            Some(gid),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|err| self.io("chown", rel, err))?;
         if chmod {
             // Just created by mknodat, so not a symlink: following is safe.
             rfs::chmodat(pfd, os(base), Mode::from_raw_mode(e.mode), AtFlags::empty())
@@ -824,11 +1064,23 @@ impl<'t> Applier<'t> {
         for (name, value) in &e.xattrs {
             self.set_xattr(XattrTarget::At(pfd, base), name, value, rel)?;
         }
-        rfs::utimensat(pfd, os(base), &timestamps(e.atime, e.mtime), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|err| self.io("set times on", rel, err))
+        rfs::utimensat(
+            pfd,
+            os(base),
+            &timestamps(e.atime, e.mtime),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|err| self.io("set times on", rel, err))
     }
 
-    fn hardlink(&mut self, e: &Entry, rel: &[u8], parent: &[u8], base: &[u8], link: &mut Vec<u8>) -> Result<()> {
+    fn hardlink(
+        &mut self,
+        e: &Entry,
+        rel: &[u8],
+        parent: &[u8],
+        base: &[u8],
+        link: &mut Vec<u8>,
+    ) -> Result<()> {
         let target_name = || String::from_utf8_lossy(&e.link).into_owned();
         clean_path(&e.link, link)
             .map_err(|r| Error::invalid(format!("hard link target {:?}: {r}", target_name())))?;
@@ -899,10 +1151,22 @@ impl<'t> Applier<'t> {
             target_rel.push(b'/');
         }
         target_rel.extend_from_slice(name);
-        match rfs::mknodat(&*pfd, os(name), FileType::CharacterDevice, Mode::empty(), dev) {
+        match rfs::mknodat(
+            &*pfd,
+            os(name),
+            FileType::CharacterDevice,
+            Mode::empty(),
+            dev,
+        ) {
             Err(Errno::EXIST) => {
                 self.replace(pfd.as_fd(), name, &target_rel)?;
-                rfs::mknodat(&*pfd, os(name), FileType::CharacterDevice, Mode::empty(), dev)
+                rfs::mknodat(
+                    &*pfd,
+                    os(name),
+                    FileType::CharacterDevice,
+                    Mode::empty(),
+                    dev,
+                )
             }
             r => r,
         }
@@ -912,13 +1176,24 @@ impl<'t> Applier<'t> {
     /// `.wh..wh..opq` in `dir` → `trusted.overlay.opaque=y` on `dir`.
     fn opaque(&mut self, dir: &[u8]) -> Result<()> {
         let fd = self.parent_dir(dir)?;
-        let dfd = rfs::openat(&*fd, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-            .map_err(|e| self.io("open", dir, e))?;
+        let dfd = rfs::openat(
+            &*fd,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| self.io("open", dir, e))?;
         rfs::fsetxattr(&dfd, OPAQUE_XATTR, b"y", XattrFlags::empty())
             .map_err(|e| self.io("set opaque xattr on", dir, e))
     }
 
-    fn set_xattr(&mut self, target: XattrTarget<'_>, name: &[u8], value: &[u8], rel: &[u8]) -> Result<()> {
+    fn set_xattr(
+        &mut self,
+        target: XattrTarget<'_>,
+        name: &[u8],
+        value: &[u8],
+        rel: &[u8],
+    ) -> Result<()> {
         if !xattr_allowed(name) {
             if name.starts_with(b"trusted.overlay.") {
                 tracing::warn!(path = %self.path(rel).display(), name = %String::from_utf8_lossy(name),
@@ -948,7 +1223,9 @@ impl<'t> Applier<'t> {
                 Ok(())
             }
             // user.* is not allowed on symlinks and special files.
-            Err(Errno::PERM) if name.starts_with(b"user.") && matches!(target, XattrTarget::At(..)) => {
+            Err(Errno::PERM)
+                if name.starts_with(b"user.") && matches!(target, XattrTarget::At(..)) =>
+            {
                 tracing::debug!(path = %self.path(rel).display(), "user xattr on a special file; skipped");
                 Ok(())
             }
@@ -992,7 +1269,10 @@ fn lower_hides(lower: BorrowedFd<'_>, rel: &[u8]) -> bool {
         let Ok(fd) = open_in_root(lower, &rel[..end], OFlags::RDONLY | OFlags::DIRECTORY) else {
             return false;
         };
-        if matches!(fsutil::get_xattr(&fd, OPAQUE_XATTR.as_bytes()).as_deref(), Ok(b"y")) {
+        if matches!(
+            fsutil::get_xattr(&fd, OPAQUE_XATTR.as_bytes()).as_deref(),
+            Ok(b"y")
+        ) {
             return true;
         }
         end += 1;

@@ -121,10 +121,12 @@ pub(crate) fn remove_tree(parent: BorrowedFd<'_>, name: &OsStr) -> io::Result<()
                 }
                 Err(Errno::NOENT) => {}
                 // Replaced by a non-directory meanwhile.
-                Err(Errno::NOTDIR | Errno::LOOP) => match unlink(cur.as_fd(), &sub, AtFlags::empty()) {
-                    Ok(()) | Err(Errno::NOENT) => {}
-                    Err(e) => return Err(e.into()),
-                },
+                Err(Errno::NOTDIR | Errno::LOOP) => {
+                    match unlink(cur.as_fd(), &sub, AtFlags::empty()) {
+                        Ok(()) | Err(Errno::NOENT) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
                 Err(e) => return Err(e.into()),
             }
             continue;
@@ -133,7 +135,12 @@ pub(crate) fn remove_tree(parent: BorrowedFd<'_>, name: &OsStr) -> io::Result<()
         let up = if stack.is_empty() {
             None
         } else {
-            Some(rfs::openat(&cur, "..", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?)
+            Some(rfs::openat(
+                &cur,
+                "..",
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?)
         };
         let up_fd = up.as_ref().map_or(parent, |fd| fd.as_fd());
         match unlink(up_fd, &done, AtFlags::REMOVEDIR) {
@@ -166,7 +173,12 @@ impl DiskUsage {
     fn add(&mut self, st: &rfs::Stat) {
         let nlink = u64::from(st.st_nlink);
         let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
-        if !is_dir && nlink > 1 && !self.seen.insert((u64::from(st.st_dev), u64::from(st.st_ino))) {
+        if !is_dir
+            && nlink > 1
+            && !self
+                .seen
+                .insert((u64::from(st.st_dev), u64::from(st.st_ino)))
+        {
             return; // another name of an inode already counted
         }
         self.inodes += 1;
@@ -231,7 +243,12 @@ impl DiskUsage {
             if stack.is_empty() {
                 return Ok(());
             }
-            cur = match rfs::openat(&cur, "..", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()) {
+            cur = match rfs::openat(
+                &cur,
+                "..",
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            ) {
                 Ok(fd) => fd,
                 // This tree was removed under us.
                 Err(Errno::NOENT) => return Ok(()),
@@ -278,7 +295,12 @@ mod tests {
     use std::os::unix::fs::{symlink, PermissionsExt};
 
     fn open(p: &std::path::Path) -> OwnedFd {
-        rfs::open(p, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap()
+        rfs::open(
+            p,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap()
     }
 
     #[test]

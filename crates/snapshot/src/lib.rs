@@ -82,12 +82,30 @@ mod tests {
             ("application/vnd.oci.image.layer.v1.tar", Some(None)),
             ("application/vnd.oci.image.layer.v1.tar+gzip", Some(Gzip)),
             ("application/vnd.oci.image.layer.v1.tar+zstd", Some(Zstd)),
-            ("application/vnd.oci.image.layer.nondistributable.v1.tar", Some(None)),
-            ("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", Some(Gzip)),
-            ("application/vnd.oci.image.layer.nondistributable.v1.tar+zstd", Some(Zstd)),
-            ("application/vnd.docker.image.rootfs.diff.tar.gzip", Some(Gzip)),
-            ("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", Some(Gzip)),
-            ("Application/VND.oci.image.layer.v1.tar+gzip; foo=bar", Some(Gzip)),
+            (
+                "application/vnd.oci.image.layer.nondistributable.v1.tar",
+                Some(None),
+            ),
+            (
+                "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+                Some(Gzip),
+            ),
+            (
+                "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+                Some(Zstd),
+            ),
+            (
+                "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                Some(Gzip),
+            ),
+            (
+                "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+                Some(Gzip),
+            ),
+            (
+                "Application/VND.oci.image.layer.v1.tar+gzip; foo=bar",
+                Some(Gzip),
+            ),
             ("application/vnd.oci.image.config.v1+json", Option::None),
             ("application/vnd.oci.image.layer.v1.tar+bzip2", Option::None),
             ("", Option::None),

@@ -93,7 +93,9 @@ pub struct SnapshotStore {
 
 impl fmt::Debug for SnapshotStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SnapshotStore").field("root", &self.root).finish()
+        f.debug_struct("SnapshotStore")
+            .field("root", &self.root)
+            .finish()
     }
 }
 
@@ -203,7 +205,14 @@ impl SnapshotStore {
             };
             let fs_rel = format!("{}/{FS_DIR}", staging.name);
             rfs::mkdirat(&*self.fd, fs_rel.as_str(), Mode::from_raw_mode(0o755))
-                .and_then(|()| rfs::chmodat(&*self.fd, fs_rel.as_str(), Mode::from_raw_mode(0o755), AtFlags::empty()))
+                .and_then(|()| {
+                    rfs::chmodat(
+                        &*self.fd,
+                        fs_rel.as_str(),
+                        Mode::from_raw_mode(0o755),
+                        AtFlags::empty(),
+                    )
+                })
                 .map_err(|e| Error::io("create", &staging.path, e))?;
             return Ok(staging);
         }
@@ -226,7 +235,10 @@ impl SnapshotStore {
                 Ok(())
             }
             Err(Errno::EXIST | Errno::NOTEMPTY) => {
-                tracing::debug!(chain_id, "snapshot already committed; discarding staged copy");
+                tracing::debug!(
+                    chain_id,
+                    "snapshot already committed; discarding staged copy"
+                );
                 Ok(()) // dropping `staging` removes it
             }
             Err(e) => Err(Error::io("commit", staging.path.clone(), e)),
@@ -239,7 +251,13 @@ impl SnapshotStore {
         let hex = digest_hex(chain_id)?;
         let trash = loop {
             let trash = format!("{TRASH_PREFIX}{:016x}", rand::random::<u64>());
-            match rfs::renameat_with(&*self.fd, hex, &*self.fd, trash.as_str(), RenameFlags::NOREPLACE) {
+            match rfs::renameat_with(
+                &*self.fd,
+                hex,
+                &*self.fd,
+                trash.as_str(),
+                RenameFlags::NOREPLACE,
+            ) {
                 Ok(()) => break trash,
                 Err(Errno::NOENT) => return Ok(()),
                 Err(Errno::EXIST) => continue,

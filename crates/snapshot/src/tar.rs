@@ -129,10 +129,6 @@ impl<R: Read> Stream<R> {
         self.remaining
     }
 
-    pub(crate) fn inner(&self) -> &R {
-        &self.inner
-    }
-
     fn read_inner(&mut self, at: usize) -> io::Result<usize> {
         loop {
             match self.inner.read(&mut self.buf[at..]) {
@@ -193,7 +189,8 @@ impl<R: Read> Stream<R> {
                 }
                 self.end = got;
             }
-            let take = usize::try_from(n).map_or(self.end - self.pos, |n| n.min(self.end - self.pos));
+            let take =
+                usize::try_from(n).map_or(self.end - self.pos, |n| n.min(self.end - self.pos));
             self.pos += take;
             self.offset += take as u64;
             n -= take as u64;
@@ -338,7 +335,10 @@ impl<R: Read> TarReader<R> {
                 return Ok(false);
             }
             let first = *first_header.get_or_insert(off);
-            let fmt = |reason: String| TarError::Format { offset: off, reason };
+            let fmt = |reason: String| TarError::Format {
+                offset: off,
+                reason,
+            };
             verify_checksum(&hdr).map_err(|r| fmt(r.into()))?;
             let typeflag = hdr[156];
             let size = numeric(&hdr[124..136])
@@ -376,8 +376,10 @@ impl<R: Read> TarReader<R> {
                 b'g' | b'V' => {
                     // PAX global headers (ignored, like containerd) and GNU
                     // volume labels.
-                    self.stream
-                        .skip(size.checked_add(padding(size)).ok_or_else(|| fmt("size overflow".into()))?)?;
+                    self.stream.skip(
+                        size.checked_add(padding(size))
+                            .ok_or_else(|| fmt("size overflow".into()))?,
+                    )?;
                 }
                 _ => {
                     self.entry.header_offset = first;
@@ -397,8 +399,12 @@ impl<R: Read> TarReader<R> {
         have_long_link: bool,
         off: u64,
     ) -> Result<()> {
-        let fmt = |reason: String| TarError::Format { offset: off, reason };
-        let field = |name: &str, r: &[u8]| numeric(r).map_err(|e| fmt(format!("{name} field: {e}")));
+        let fmt = |reason: String| TarError::Format {
+            offset: off,
+            reason,
+        };
+        let field =
+            |name: &str, r: &[u8]| numeric(r).map_err(|e| fmt(format!("{name} field: {e}")));
         let e = &mut self.entry;
         e.xattrs.clear();
         e.sparse = None;
@@ -422,8 +428,10 @@ impl<R: Read> TarReader<R> {
         e.link.extend_from_slice(cstr(&hdr[157..257]));
 
         e.mode = (field("mode", &hdr[100..108])? & 0o7777) as u32;
-        e.uid = u64::try_from(field("uid", &hdr[108..116])?).map_err(|_| fmt("negative uid".into()))?;
-        e.gid = u64::try_from(field("gid", &hdr[116..124])?).map_err(|_| fmt("negative gid".into()))?;
+        e.uid =
+            u64::try_from(field("uid", &hdr[108..116])?).map_err(|_| fmt("negative uid".into()))?;
+        e.gid =
+            u64::try_from(field("gid", &hdr[116..124])?).map_err(|_| fmt("negative gid".into()))?;
         e.mtime = Time {
             sec: field("mtime", &hdr[136..148])?,
             nsec: 0,
@@ -466,8 +474,10 @@ impl<R: Read> TarReader<R> {
         if matches!(kind, Kind::Char | Kind::Block) {
             let maj = field("devmajor", &hdr[329..337])?;
             let min = field("devminor", &hdr[337..345])?;
-            e.dev_major = u32::try_from(maj).map_err(|_| fmt(format!("device major {maj} out of range")))?;
-            e.dev_minor = u32::try_from(min).map_err(|_| fmt(format!("device minor {min} out of range")))?;
+            e.dev_major =
+                u32::try_from(maj).map_err(|_| fmt(format!("device major {maj} out of range")))?;
+            e.dev_minor =
+                u32::try_from(min).map_err(|_| fmt(format!("device minor {min} out of range")))?;
         } else {
             e.dev_major = 0;
             e.dev_minor = 0;
@@ -486,9 +496,11 @@ impl<R: Read> TarReader<R> {
                 if self.stream.read_block(&mut ext)?.is_none() {
                     return Err(truncated(ext_off));
                 }
-                parse_gnu_sparse_entries(&ext[..504], &mut frags).map_err(|r| TarError::Format {
-                    offset: ext_off,
-                    reason: r.into(),
+                parse_gnu_sparse_entries(&ext[..504], &mut frags).map_err(|r| {
+                    TarError::Format {
+                        offset: ext_off,
+                        reason: r.into(),
+                    }
                 })?;
                 if frags.len() > MAX_SPARSE_ENTRIES {
                     return Err(fmt("sparse map has too many entries".into()));
@@ -528,9 +540,11 @@ impl<R: Read> TarReader<R> {
         }
 
         if let Some(frags) = &self.entry.sparse {
-            validate_sparse(frags, self.entry.size, self.stream.remaining).map_err(|r| TarError::Format {
-                offset: off,
-                reason: r,
+            validate_sparse(frags, self.entry.size, self.stream.remaining).map_err(|r| {
+                TarError::Format {
+                    offset: off,
+                    reason: r,
+                }
             })?;
         }
         Ok(())
@@ -545,7 +559,9 @@ impl<R: Read> TarReader<R> {
         let is_1x0 = match (sp.major.as_deref(), sp.minor.as_deref()) {
             (Some(b"0"), Some(b"0" | b"1")) => false,
             (Some(b"1"), Some(b"0")) => true,
-            (Some(_), _) | (_, Some(_)) => return Err(fmt("unknown GNU sparse PAX format version")),
+            (Some(_), _) | (_, Some(_)) => {
+                return Err(fmt("unknown GNU sparse PAX format version"))
+            }
             (None, None) if sp.map.is_some() || !sp.pairs.is_empty() => false,
             (None, None) => return Ok(()),
         };
@@ -566,7 +582,9 @@ impl<R: Read> TarReader<R> {
             let mut nums = Vec::new();
             if !map.is_empty() {
                 for tok in map.split(|&b| b == b',') {
-                    nums.push(parse_decimal_u64(tok).ok_or_else(|| fmt("malformed GNU.sparse.map"))?);
+                    nums.push(
+                        parse_decimal_u64(tok).ok_or_else(|| fmt("malformed GNU.sparse.map"))?,
+                    );
                     if nums.len() > 2 * MAX_SPARSE_ENTRIES {
                         return Err(fmt("sparse map has too many entries"));
                     }
@@ -793,7 +811,10 @@ fn apply_pax(
         }
         let rec = &pax[sp_idx + 1..len - 1];
         pax = &pax[len..];
-        let eq = rec.iter().position(|&b| b == b'=').ok_or_else(|| bad("no '='"))?;
+        let eq = rec
+            .iter()
+            .position(|&b| b == b'=')
+            .ok_or_else(|| bad("no '='"))?;
         let (key, value) = (&rec[..eq], &rec[eq + 1..]);
         if key.is_empty() || key.contains(&0) {
             return Err(bad("empty key or NUL in key"));
@@ -806,7 +827,11 @@ fn apply_pax(
                 }
                 // An empty value unsets the record: keep the header's field.
                 if !value.is_empty() {
-                    let dst = if key == b"path" { &mut e.path } else { &mut e.link };
+                    let dst = if key == b"path" {
+                        &mut e.path
+                    } else {
+                        &mut e.link
+                    };
                     dst.clear();
                     dst.extend_from_slice(value);
                 }
@@ -816,7 +841,10 @@ fn apply_pax(
             b"size" if !value.is_empty() => {
                 let s = num(value)?;
                 if e.kind != Some(Kind::HardLink)
-                    && !matches!(e.kind, Some(Kind::Symlink | Kind::Char | Kind::Block | Kind::Dir | Kind::Fifo))
+                    && !matches!(
+                        e.kind,
+                        Some(Kind::Symlink | Kind::Char | Kind::Block | Kind::Dir | Kind::Fifo)
+                    )
                 {
                     *data_size = s;
                     e.size = s;
@@ -858,7 +886,10 @@ fn apply_pax(
     Ok(())
 }
 
-fn parse_gnu_sparse_entries(b: &[u8], out: &mut Vec<Fragment>) -> std::result::Result<(), &'static str> {
+fn parse_gnu_sparse_entries(
+    b: &[u8],
+    out: &mut Vec<Fragment>,
+) -> std::result::Result<(), &'static str> {
     for ent in b.chunks_exact(24) {
         if ent[0] == 0 {
             // GNU stops at the first empty slot.
@@ -871,7 +902,10 @@ fn parse_gnu_sparse_entries(b: &[u8], out: &mut Vec<Fragment>) -> std::result::R
     Ok(())
 }
 
-fn pairs_to_fragments(nums: &[u64], out: &mut Vec<Fragment>) -> std::result::Result<(), &'static str> {
+fn pairs_to_fragments(
+    nums: &[u64],
+    out: &mut Vec<Fragment>,
+) -> std::result::Result<(), &'static str> {
     if nums.len() % 2 != 0 {
         return Err("sparse map has an odd number of values");
     }
@@ -1019,7 +1053,10 @@ mod tests {
         v.extend_from_slice(&[0; 1024]);
         let e = entries(&v);
         assert_eq!(e.len(), 2);
-        assert_eq!(e[0], (b"dir/file".to_vec(), Kind::Regular, 5, b"hello".to_vec()));
+        assert_eq!(
+            e[0],
+            (b"dir/file".to_vec(), Kind::Regular, 5, b"hello".to_vec())
+        );
         assert_eq!(e[1].0, b"d/");
         assert_eq!(e[1].1, Kind::Dir);
     }
@@ -1035,7 +1072,10 @@ mod tests {
         let mut h = header(b"a", b'0', 3);
         h[0] = b'b';
         let mut r = TarReader::new(&h[..], 4096);
-        assert!(matches!(r.next_entry(), Err(TarError::Format { offset: 0, .. })));
+        assert!(matches!(
+            r.next_entry(),
+            Err(TarError::Format { offset: 0, .. })
+        ));
 
         let mut v = header(b"a", b'0', 1000).to_vec();
         v.extend_from_slice(&[1; 10]);
@@ -1077,13 +1117,22 @@ mod tests {
 
     #[test]
     fn rejects_malformed_pax() {
-        for recs in [&b"99 path=x\n"[..], b"5 a=b\n", b"10 path\n", b"11 pa\0th=x\n", b"12 path=a\0b\n"] {
+        for recs in [
+            &b"99 path=x\n"[..],
+            b"5 a=b\n",
+            b"10 path\n",
+            b"11 pa\0th=x\n",
+            b"12 path=a\0b\n",
+        ] {
             let mut v = header(b"P", b'x', recs.len() as u64).to_vec();
             v.extend_from_slice(recs);
             pad(&mut v);
             v.extend_from_slice(&header(b"f", b'0', 0));
             let mut r = TarReader::new(&v[..], 4096);
-            assert!(matches!(r.next_entry(), Err(TarError::Format { .. })), "{recs:?}");
+            assert!(
+                matches!(r.next_entry(), Err(TarError::Format { .. })),
+                "{recs:?}"
+            );
         }
     }
 
@@ -1093,7 +1142,9 @@ mod tests {
             let v = header(b"big", t, MAX_META_SIZE + 1).to_vec();
             let mut r = TarReader::new(&v[..], 4096);
             match r.next_entry() {
-                Err(TarError::Format { reason, .. }) => assert!(reason.contains("exceeds"), "{reason}"),
+                Err(TarError::Format { reason, .. }) => {
+                    assert!(reason.contains("exceeds"), "{reason}")
+                }
                 other => panic!("{other:?}"),
             }
         }
@@ -1150,7 +1201,15 @@ mod tests {
         assert_eq!(r.entry.size, 1000);
         assert_eq!(
             r.entry.sparse.as_deref(),
-            Some(&[Fragment { offset: 0, len: 2 }, Fragment { offset: 100, len: 4 }][..])
+            Some(
+                &[
+                    Fragment { offset: 0, len: 2 },
+                    Fragment {
+                        offset: 100,
+                        len: 4
+                    }
+                ][..]
+            )
         );
         assert_eq!(r.stream.remaining(), 6);
     }

@@ -94,18 +94,33 @@ fn applies_every_entry_type_with_metadata() {
 
     let passwd = fs::metadata(sb.t("etc/passwd")).unwrap();
     assert_eq!(fs::read(sb.t("etc/passwd")).unwrap(), b"root:x:0:0\n");
-    assert_eq!((passwd.mode() & 0o7777, passwd.uid(), passwd.gid()), (0o644, 1000, 2000));
+    assert_eq!(
+        (passwd.mode() & 0o7777, passwd.uid(), passwd.gid()),
+        (0o644, 1000, 2000)
+    );
     assert_eq!(passwd.mtime(), 1_400_000_000);
 
     // Special bits survive chown.
     assert_eq!(mode(&sb.t("bin/su")), 0o4755);
     let wall = fs::metadata(sb.t("bin/wall")).unwrap();
-    assert_eq!((wall.mode() & 0o7777, wall.uid(), wall.gid()), (0o2755, 1000, 5));
+    assert_eq!(
+        (wall.mode() & 0o7777, wall.uid(), wall.gid()),
+        (0o2755, 1000, 5)
+    );
     assert_eq!(mode(&sb.t("tmp")), 0o1777);
 
-    assert_eq!(fs::read_link(sb.t("etc/rel-link")).unwrap(), PathBuf::from("../bin/su"));
-    assert_eq!(fs::read_link(sb.t("etc/abs-link")).unwrap(), PathBuf::from("/does/not/exist"));
-    assert_eq!(fs::symlink_metadata(sb.t("etc/abs-link")).unwrap().mtime(), MTIME as i64);
+    assert_eq!(
+        fs::read_link(sb.t("etc/rel-link")).unwrap(),
+        PathBuf::from("../bin/su")
+    );
+    assert_eq!(
+        fs::read_link(sb.t("etc/abs-link")).unwrap(),
+        PathBuf::from("/does/not/exist")
+    );
+    assert_eq!(
+        fs::symlink_metadata(sb.t("etc/abs-link")).unwrap().mtime(),
+        MTIME as i64
+    );
 
     let su = fs::metadata(sb.t("bin/su")).unwrap();
     let su2 = fs::metadata(sb.t("bin/su-again")).unwrap();
@@ -125,10 +140,20 @@ fn applies_every_entry_type_with_metadata() {
     assert_eq!(mode(&sb.t("dev")), 0o755);
 
     let ping = sb.t("bin/ping");
-    assert_eq!(xattr(&ping, "user.greeting").as_deref(), Some(&b"hello"[..]));
+    assert_eq!(
+        xattr(&ping, "user.greeting").as_deref(),
+        Some(&b"hello"[..])
+    );
     assert_eq!(xattr(&ping, "trusted.berth").as_deref(), Some(&b"t"[..]));
-    assert_eq!(xattr(&ping, "security.capability").as_deref(), Some(&caps[..]));
-    assert_eq!(xattr(&ping, "trusted.overlay.redirect"), None, "overlay xattrs are never taken from layers");
+    assert_eq!(
+        xattr(&ping, "security.capability").as_deref(),
+        Some(&caps[..])
+    );
+    assert_eq!(
+        xattr(&ping, "trusted.overlay.redirect"),
+        None,
+        "overlay xattrs are never taken from layers"
+    );
     let pm = fs::metadata(&ping).unwrap();
     assert_eq!((pm.mtime(), pm.mtime_nsec()), (1_234_567_890, 250_000_000));
     assert_eq!(xattr(&sb.t("xdir"), "user.dir").as_deref(), Some(&b"d"[..]));
@@ -155,10 +180,19 @@ fn whiteouts_become_overlayfs_whiteouts() {
         assert!(m.file_type().is_char_device(), "{p}");
         assert_eq!(m.rdev(), 0, "{p}");
     }
-    assert_eq!(xattr(&sb.t("a"), "trusted.overlay.opaque").as_deref(), Some(&b"y"[..]));
-    assert_eq!(xattr(&sb.t("new/deep"), "trusted.overlay.opaque").as_deref(), Some(&b"y"[..]));
+    assert_eq!(
+        xattr(&sb.t("a"), "trusted.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
+    assert_eq!(
+        xattr(&sb.t("new/deep"), "trusted.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
     assert_eq!(xattr(&sb.t("new"), "trusted.overlay.opaque"), None);
-    let mut names: Vec<_> = fs::read_dir(sb.t("a")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let mut names: Vec<_> = fs::read_dir(sb.t("a"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     names.sort();
     assert_eq!(names, ["gone", "kept"]);
 }
@@ -174,9 +208,15 @@ fn whiteout_replaces_an_earlier_entry_and_dir_over_whiteout_is_opaque() {
         .file("y/inside", b"i", 0o644)
         .bytes();
     apply(&sb, &tar).unwrap();
-    assert!(fs::symlink_metadata(sb.t("d/x")).unwrap().file_type().is_char_device());
+    assert!(fs::symlink_metadata(sb.t("d/x"))
+        .unwrap()
+        .file_type()
+        .is_char_device());
     assert!(fs::metadata(sb.t("y")).unwrap().is_dir());
-    assert_eq!(xattr(&sb.t("y"), "trusted.overlay.opaque").as_deref(), Some(&b"y"[..]));
+    assert_eq!(
+        xattr(&sb.t("y"), "trusted.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
 }
 
 #[test]
@@ -325,7 +365,10 @@ fn implied_parents_copy_metadata_from_the_topmost_lower() {
     apply_layer(&tar[..], Compression::None, &sb.target, &parents).unwrap();
 
     let usr = fs::metadata(sb.t("usr")).unwrap();
-    assert_eq!((usr.mode() & 0o7777, usr.uid(), usr.gid(), usr.mtime()), (0o711, 7, 8, 1_000_000));
+    assert_eq!(
+        (usr.mode() & 0o7777, usr.uid(), usr.gid(), usr.mtime()),
+        (0o711, 7, 8, 1_000_000)
+    );
     let lib = fs::metadata(sb.t("usr/lib")).unwrap();
     assert_eq!((lib.mode() & 0o7777, lib.mtime()), (0o700, 2_000_000));
     let x = fs::metadata(sb.t("usr/lib/x")).unwrap();
@@ -349,9 +392,17 @@ fn corrupt_and_truncated_streams_are_invalid_layers() {
     flipped[mid] ^= 0xff;
     let cases: Vec<(&str, Compression, Vec<u8>)> = vec![
         ("truncated tar", Compression::None, tar[..1000].to_vec()),
-        ("truncated gzip", Compression::Gzip, gz[..gz.len() / 2].to_vec()),
+        (
+            "truncated gzip",
+            Compression::Gzip,
+            gz[..gz.len() / 2].to_vec(),
+        ),
         ("corrupt gzip", Compression::Gzip, flipped),
-        ("truncated zstd", Compression::Zstd, zs[..zs.len() / 2].to_vec()),
+        (
+            "truncated zstd",
+            Compression::Zstd,
+            zs[..zs.len() / 2].to_vec(),
+        ),
         ("not gzip", Compression::Gzip, tar.clone()),
         ("not zstd", Compression::Zstd, tar.clone()),
         ("not tar", Compression::None, vec![b'x'; 4096]),
@@ -360,7 +411,16 @@ fn corrupt_and_truncated_streams_are_invalid_layers() {
         let sb = Sandbox::new();
         let err = apply_layer(&blob[..], c, &sb.target, &[]).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidLayer, "{what}: {err}");
-        assert!(matches!(err, Error::InvalidLayer { offset: Some(_), .. }), "{what}: {err:?}");
+        assert!(
+            matches!(
+                err,
+                Error::InvalidLayer {
+                    offset: Some(_),
+                    ..
+                }
+            ),
+            "{what}: {err:?}"
+        );
     }
 }
 
@@ -370,7 +430,10 @@ fn source_errors_are_read_errors() {
     impl Read for Failing {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
             if self.0 == 0 {
-                return Err(io::Error::new(io::ErrorKind::ConnectionReset, "registry went away"));
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    "registry went away",
+                ));
             }
             let n = buf.len().min(self.0).min(512);
             buf[..n].fill(0);
@@ -389,10 +452,13 @@ fn source_errors_are_read_errors() {
 #[test]
 fn uncompressed_size_limit() {
     // 1 MiB of file data compresses to almost nothing.
-    let tar = Layer::new().file("bomb", &vec![0u8; 1 << 20], 0o644).bytes();
+    let tar = Layer::new()
+        .file("bomb", &vec![0u8; 1 << 20], 0o644)
+        .bytes();
     let sb = Sandbox::new();
     let opts = ApplyOptions::default().max_uncompressed_size(64 * 1024);
-    let err = apply_layer_with(&gzip(&tar)[..], Compression::Gzip, &sb.target, &[], &opts).unwrap_err();
+    let err =
+        apply_layer_with(&gzip(&tar)[..], Compression::Gzip, &sb.target, &[], &opts).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidLayer);
     assert!(err.to_string().contains("limit"), "{err}");
 
@@ -416,7 +482,11 @@ fn target_must_be_empty() {
 #[test]
 fn empty_layer_and_root_entries() {
     let sb = Sandbox::new();
-    let tar = Layer::new().dir("./", 0o700).dir("/", 0o700).dir(".", 0o700).bytes();
+    let tar = Layer::new()
+        .dir("./", 0o700)
+        .dir("/", 0o700)
+        .dir(".", 0o700)
+        .bytes();
     let applied = apply(&sb, &tar).unwrap();
     assert_eq!(applied.entries, 3);
     assert_eq!(fs::read_dir(&sb.target).unwrap().count(), 0);
@@ -466,5 +536,9 @@ fn sparse_files_keep_their_holes() {
     assert_eq!(data.iter().filter(|&&b| b != 0).count(), 10);
     let m = fs::metadata(sb.t("sparse")).unwrap();
     assert_eq!(m.mode() & 0o7777, 0o640);
-    assert!(m.blocks() * 512 < 1 << 20, "holes were filled: {} blocks", m.blocks());
+    assert!(
+        m.blocks() * 512 < 1 << 20,
+        "holes were filled: {} blocks",
+        m.blocks()
+    );
 }

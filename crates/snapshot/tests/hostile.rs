@@ -35,7 +35,12 @@ fn dotdot_names_are_refused() {
     let sb = Sandbox::new();
     let up = sb.outside.join("evil");
     let rel_to_outside = "../outside/evil";
-    for name in ["../../etc/evil", rel_to_outside, "a/../../outside/evil", "/../outside/evil"] {
+    for name in [
+        "../../etc/evil",
+        rel_to_outside,
+        "a/../../outside/evil",
+        "/../outside/evil",
+    ] {
         let tar = Layer::new().file(name, b"pwned", 0o644).bytes();
         assert_invalid(apply(&sb, &tar), "climbs above the layer root");
         sb.assert_outside_untouched();
@@ -58,7 +63,10 @@ fn absolute_names_land_inside() {
         .bytes();
     apply(&sb, &tar).unwrap();
     assert_eq!(fs::read(sb.t("abs/path")).unwrap(), b"inside");
-    assert_eq!(fs::read(sb.t(abs.trim_start_matches('/'))).unwrap(), b"inside too");
+    assert_eq!(
+        fs::read(sb.t(abs.trim_start_matches('/'))).unwrap(),
+        b"inside too"
+    );
     sb.assert_outside_untouched();
 }
 
@@ -72,7 +80,11 @@ fn absolute_symlink_parent_is_resolved_inside() {
     // resolves (inside the target).
     let mut prefix = String::new();
     for comp in mirrored_rel.split('/') {
-        prefix = if prefix.is_empty() { comp.to_string() } else { format!("{prefix}/{comp}") };
+        prefix = if prefix.is_empty() {
+            comp.to_string()
+        } else {
+            format!("{prefix}/{comp}")
+        };
         l.dir(&prefix, 0o755);
     }
     let tar = l
@@ -97,13 +109,26 @@ fn dangling_symlink_parents_are_refused() {
     // behind a symlink is not worth it; no layer builder writes this).
     for (link, entry) in [("outside", "evil/file"), ("nowhere/x", "evil/sub/file")] {
         let sb = Sandbox::new();
-        let link = if link == "outside" { sb.outside.display().to_string() } else { link.to_string() };
+        let link = if link == "outside" {
+            sb.outside.display().to_string()
+        } else {
+            link.to_string()
+        };
         let link = link.as_str();
-        let tar = Layer::new().symlink("evil", link).file(entry, b"x", 0o644).bytes();
-        assert_invalid(apply(&sb, &tar), "symbolic link to a directory that does not exist");
+        let tar = Layer::new()
+            .symlink("evil", link)
+            .file(entry, b"x", 0o644)
+            .bytes();
+        assert_invalid(
+            apply(&sb, &tar),
+            "symbolic link to a directory that does not exist",
+        );
         sb.assert_outside_untouched();
         let sb2 = Sandbox::new();
-        let tar = Layer::new().symlink("evil", link).file("evil/.wh.sentinel", b"", 0).bytes();
+        let tar = Layer::new()
+            .symlink("evil", link)
+            .file("evil/.wh.sentinel", b"", 0)
+            .bytes();
         assert_invalid(apply(&sb2, &tar), "does not exist");
         sb2.assert_outside_untouched();
     }
@@ -128,7 +153,10 @@ fn relative_symlink_chains_cannot_climb_out() {
     sb.assert_outside_untouched();
 
     let sb = Sandbox::new();
-    let tar = Layer::new().symlink("loop", "loop").file("loop/x", b"", 0o644).bytes();
+    let tar = Layer::new()
+        .symlink("loop", "loop")
+        .file("loop/x", b"", 0o644)
+        .bytes();
     assert_invalid(apply(&sb, &tar), "symbolic links");
     sb.assert_outside_untouched();
 }
@@ -154,7 +182,10 @@ fn final_component_symlinks_are_replaced_not_followed() {
     assert_eq!(fs::read_link(sb.t("s")).unwrap(), Path::new("/elsewhere"));
     sb.assert_outside_untouched();
     assert_eq!(fs::metadata(&sb.outside).unwrap().mode() & 0o777, 0o755);
-    assert_eq!(fs::metadata(sb.outside.join("sentinel")).unwrap().mode() & 0o777, 0o644);
+    assert_eq!(
+        fs::metadata(sb.outside.join("sentinel")).unwrap().mode() & 0o777,
+        0o644
+    );
 }
 
 #[test]
@@ -176,9 +207,16 @@ fn hardlinks_to_host_files_are_refused() {
     // Through a symlinked directory: resolved inside the target, where
     // there is no etc/passwd.
     // (`etc -> /etc` resolves to itself inside the target: a loop.)
-    let tar = Layer::new().symlink("etc", "/etc").hardlink("pw", "etc/passwd").bytes();
+    let tar = Layer::new()
+        .symlink("etc", "/etc")
+        .hardlink("pw", "etc/passwd")
+        .bytes();
     assert_invalid(apply(&Sandbox::new(), &tar), "symbolic links");
-    let tar = Layer::new().dir("etc", 0o755).symlink("e", "/etc").hardlink("pw", "e/passwd").bytes();
+    let tar = Layer::new()
+        .dir("etc", 0o755)
+        .symlink("e", "/etc")
+        .hardlink("pw", "e/passwd")
+        .bytes();
     assert_invalid(apply(&Sandbox::new(), &tar), "not an earlier entry");
     let sb2 = Sandbox::new();
     let tar = Layer::new()
@@ -190,7 +228,10 @@ fn hardlinks_to_host_files_are_refused() {
 
     // A hard link to a symlink links the symlink itself.
     let sb3 = Sandbox::new();
-    let tar = Layer::new().symlink("s", "/etc/passwd").hardlink("h", "s").bytes();
+    let tar = Layer::new()
+        .symlink("s", "/etc/passwd")
+        .hardlink("h", "s")
+        .bytes();
     apply(&sb3, &tar).unwrap();
     assert_eq!(fs::read_link(sb3.t("h")).unwrap(), Path::new("/etc/passwd"));
     assert_eq!(fs::symlink_metadata(sb3.t("h")).unwrap().nlink(), 2);
@@ -214,7 +255,9 @@ fn bad_whiteouts_are_refused() {
     }
     // A whiteout whose parent climbs out is refused like any other name.
     let sb = Sandbox::new();
-    let tar = Layer::new().file("../outside/.wh.sentinel", b"", 0o644).bytes();
+    let tar = Layer::new()
+        .file("../outside/.wh.sentinel", b"", 0o644)
+        .bytes();
     assert_invalid(apply(&sb, &tar), "climbs above");
     // ... and through a symlinked parent it stays inside.
     let tar = Layer::new()
@@ -225,8 +268,14 @@ fn bad_whiteouts_are_refused() {
         .file("o/.wh..wh..opq", b"", 0o644)
         .bytes();
     apply(&sb, &tar).unwrap();
-    assert!(fs::symlink_metadata(sb.t("inner/sentinel")).unwrap().file_type().is_char_device());
-    assert_eq!(common::xattr(&sb.t("inner"), "trusted.overlay.opaque").as_deref(), Some(&b"y"[..]));
+    assert!(fs::symlink_metadata(sb.t("inner/sentinel"))
+        .unwrap()
+        .file_type()
+        .is_char_device());
+    assert_eq!(
+        common::xattr(&sb.t("inner"), "trusted.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
     sb.assert_outside_untouched();
     assert_eq!(common::xattr(&sb.outside, "trusted.overlay.opaque"), None);
 }

@@ -50,14 +50,23 @@ fn stage_apply_commit_list_remove() {
     assert!(!staged.exists());
     assert!(store.exists(&id));
     let fs_path = store.fs_path(&id).unwrap();
-    assert_eq!(fs_path, root.join(id.strip_prefix("sha256:").unwrap()).join("fs"));
+    assert_eq!(
+        fs_path,
+        root.join(id.strip_prefix("sha256:").unwrap()).join("fs")
+    );
     assert_eq!(fs::read(fs_path.join("etc/hostname")).unwrap(), b"berth\n");
-    assert_eq!(store.list().unwrap(), [id.clone()]);
+    assert_eq!(store.list().unwrap(), std::slice::from_ref(&id));
 
     // A child chain stacked on it.
     let child_layer = Layer::new().file("etc/motd", b"hi", 0o644).bytes();
     let staging = store.stage().unwrap();
-    let applied2 = apply_layer(&child_layer[..], Compression::None, staging.path(), &[fs_path.clone()]).unwrap();
+    let applied2 = apply_layer(
+        &child_layer[..],
+        Compression::None,
+        staging.path(),
+        std::slice::from_ref(&fs_path),
+    )
+    .unwrap();
     let child = chain_id(Some(&id), &applied2.diff_id);
     store.commit(staging, &child).unwrap();
     let mut want = vec![id.clone(), child.clone()];
@@ -67,7 +76,7 @@ fn stage_apply_commit_list_remove() {
     store.remove(&id).unwrap();
     store.remove(&id).unwrap(); // idempotent
     assert!(!store.exists(&id));
-    assert_eq!(store.list().unwrap(), [child.clone()]);
+    assert_eq!(store.list().unwrap(), std::slice::from_ref(&child));
     store.remove(&child).unwrap();
     assert_eq!(top_names(&root), [".lock"]);
 }
@@ -94,7 +103,8 @@ fn concurrent_commits_of_the_same_chain_both_succeed() {
             .map(|_| {
                 s.spawn(|| {
                     let staging = store.stage().unwrap();
-                    let applied = apply_layer(&tar[..], Compression::None, staging.path(), &[]).unwrap();
+                    let applied =
+                        apply_layer(&tar[..], Compression::None, staging.path(), &[]).unwrap();
                     let id = chain_id(None, &applied.diff_id);
                     store.commit(staging, &id).unwrap();
                     id
@@ -200,12 +210,27 @@ fn store_types_are_thread_safe() {
 fn invalid_chain_ids_are_rejected() {
     let tmp = tempfile::tempdir().unwrap();
     let store = SnapshotStore::open(tmp.path()).unwrap();
-    for bad in ["", "sha256:", "sha256:../../etc", "md5:abc", "sha256:ABCDEF"] {
-        assert_eq!(store.fs_path(bad).unwrap_err().kind(), ErrorKind::InvalidArgument);
+    for bad in [
+        "",
+        "sha256:",
+        "sha256:../../etc",
+        "md5:abc",
+        "sha256:ABCDEF",
+    ] {
+        assert_eq!(
+            store.fs_path(bad).unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
         assert!(!store.exists(bad));
-        assert_eq!(store.remove(bad).unwrap_err().kind(), ErrorKind::InvalidArgument);
+        assert_eq!(
+            store.remove(bad).unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
         let staging = store.stage().unwrap();
-        assert_eq!(store.commit(staging, bad).unwrap_err().kind(), ErrorKind::InvalidArgument);
+        assert_eq!(
+            store.commit(staging, bad).unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
     }
     assert_eq!(top_names(tmp.path()), [".lock"]);
 }

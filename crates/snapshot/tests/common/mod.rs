@@ -44,7 +44,13 @@ impl Layer {
 
     /// Appends `h` with `name` and `link` written verbatim (each at most 100
     /// bytes; longer names need a PAX record, see [`Layer::pax`]).
-    pub fn raw(&mut self, mut h: Header, name: &[u8], link: Option<&[u8]>, data: &[u8]) -> &mut Self {
+    pub fn raw(
+        &mut self,
+        mut h: Header,
+        name: &[u8],
+        link: Option<&[u8]>,
+        data: &[u8],
+    ) -> &mut Self {
         {
             let old = h.as_old_mut();
             old.name = [0; 100];
@@ -79,11 +85,21 @@ impl Layer {
     }
 
     pub fn dir(&mut self, name: &str, mode: u32) -> &mut Self {
-        self.raw(Self::header(EntryType::Directory, mode), name.as_bytes(), None, b"")
+        self.raw(
+            Self::header(EntryType::Directory, mode),
+            name.as_bytes(),
+            None,
+            b"",
+        )
     }
 
     pub fn file(&mut self, name: &str, data: &[u8], mode: u32) -> &mut Self {
-        self.raw(Self::header(EntryType::Regular, mode), name.as_bytes(), None, data)
+        self.raw(
+            Self::header(EntryType::Regular, mode),
+            name.as_bytes(),
+            None,
+            data,
+        )
     }
 
     /// A regular file with a customized header.
@@ -118,7 +134,12 @@ impl Layer {
     }
 
     pub fn fifo(&mut self, name: &str, mode: u32) -> &mut Self {
-        self.raw(Self::header(EntryType::Fifo, mode), name.as_bytes(), None, b"")
+        self.raw(
+            Self::header(EntryType::Fifo, mode),
+            name.as_bytes(),
+            None,
+            b"",
+        )
     }
 
     pub fn device(&mut self, name: &str, kind: EntryType, major: u32, minor: u32) -> &mut Self {
@@ -165,7 +186,11 @@ impl Sandbox {
         fs::create_dir(&target).unwrap();
         fs::create_dir(&outside).unwrap();
         fs::write(outside.join("sentinel"), b"untouched").unwrap();
-        Sandbox { tmp, target, outside }
+        Sandbox {
+            tmp,
+            target,
+            outside,
+        }
     }
 
     /// `outside/` still holds exactly the sentinel, unchanged, and the temp
@@ -175,8 +200,15 @@ impl Sandbox {
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(names, ["sentinel"], "something was written outside the target");
-        assert_eq!(fs::read(self.outside.join("sentinel")).unwrap(), b"untouched");
+        assert_eq!(
+            names,
+            ["sentinel"],
+            "something was written outside the target"
+        );
+        assert_eq!(
+            fs::read(self.outside.join("sentinel")).unwrap(),
+            b"untouched"
+        );
         let mut top: Vec<_> = fs::read_dir(self.tmp.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
