@@ -550,3 +550,41 @@ async fn reqwest_post_form(url: &str, form: &[(&str, &str)]) -> serde_json::Valu
     };
     serde_json::from_str(&json).unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mirrors_are_tried_in_order_and_pinned_images_are_reported() {
+    let reg = Registry::start();
+    // The mirror holds the image under the upstream path
+    // (registry.k8s.io/pause → <mirror>/pause).
+    let pushed = fixtures::busybox()
+        .push(&reg, "pause:3.10", ManifestFormat::Oci)
+        .await
+        .unwrap();
+    // A port nobody listens on comes first: refused, then the next mirror serves.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let d = Daemon::start(&format!(
+        "[image]\npinned_images = [\"registry.k8s.io/pause:3.10\"]\n\
+         [registry.\"registry.k8s.io\"]\nmirrors = [\"http://{dead_addr}\", \"{}/\"]\nupstream = false\n",
+        reg.url()
+    ));
+    let mut c = d.images().await;
+    let id = pull(&mut c, "registry.k8s.io/pause:3.10", None)
+        .await
+        .unwrap();
+    assert_eq!(id, pushed.config_digest);
+    let img = status(&mut c, &id).await.unwrap();
+    assert!(img.pinned, "pinned_images names it");
+    // Not pinned under another name only.
+    fixtures::busybox()
+        .push(&reg, "other:1", ManifestFormat::Oci)
+        .await
+        .unwrap();
+    let other = format!("{}/other:1", reg.host());
+    pull(&mut c, &other, None).await.unwrap();
+    assert!(
+        status(&mut c, &other).await.unwrap().pinned,
+        "same image id, still pinned"
+    );
+}
