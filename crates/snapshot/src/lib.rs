@@ -26,11 +26,13 @@
 pub mod apply;
 mod error;
 mod fsutil;
+mod mount;
 mod store;
 mod tar;
 
 pub use apply::{apply_layer, apply_layer_with, Applied, ApplyOptions};
 pub use error::{Error, ErrorKind, Result};
+pub use mount::{Overlay, OverlaySpec};
 pub use store::{chain_id, SnapshotStore, Staging, Usage};
 
 /// Compression of a layer blob.
