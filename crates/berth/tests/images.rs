@@ -588,3 +588,48 @@ async fn mirrors_are_tried_in_order_and_pinned_images_are_reported() {
         "same image id, still pinned"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_registry_with_a_private_ca() {
+    let reg = Registry::start();
+    let pushed = fixtures::busybox()
+        .push(&reg, "tls/bb:1", ManifestFormat::Oci)
+        .await
+        .unwrap();
+    let front = berth_testkit::TlsFront::start(&reg.host());
+    let mirror = |ca: bool| {
+        let mut cfg = format!(
+            "[registry.\"private.example\"]\nmirrors = [\"{}\"]\nupstream = false\n",
+            front.url()
+        );
+        if ca {
+            cfg.push_str(&format!(
+                "[registry.\"{}\"]\nca_file = \"{}\"\n",
+                front.host(),
+                front.ca_file().display()
+            ));
+        }
+        cfg
+    };
+    // Not trusted: the certificate is refused, and the error says so.
+    let d = Daemon::start(&mirror(false));
+    let mut c = d.images().await;
+    let e = pull(&mut c, "private.example/tls/bb:1", None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(
+        e.message().to_lowercase().contains("certificate"),
+        "{}",
+        e.message()
+    );
+    drop(c);
+    drop(d);
+    // Trusted through the host's ca_file: pulled over HTTPS.
+    let d = Daemon::start(&mirror(true));
+    let mut c = d.images().await;
+    let id = pull(&mut c, "private.example/tls/bb:1", None)
+        .await
+        .unwrap();
+    assert_eq!(id, pushed.config_digest);
+}

@@ -137,6 +137,10 @@ pub struct RegistryHost {
     pub upstream: bool,
     /// Speak plain HTTP to the host (and to bare mirror addresses).
     pub insecure: bool,
+    /// PEM file of CA certificates to trust for this host, in addition to
+    /// the system roots (a private registry's CA). Applies when this host is
+    /// contacted, as upstream or as another registry's mirror.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for RegistryHost {
@@ -145,6 +149,7 @@ impl Default for RegistryHost {
             mirrors: Vec::new(),
             upstream: true,
             insecure: false,
+            ca_file: None,
         }
     }
 }

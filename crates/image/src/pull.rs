@@ -56,12 +56,18 @@ pub(crate) async fn pull(
     let mut failures: Vec<(String, Error)> = Vec::new();
     for ep in endpoints {
         let cred = creds.for_endpoint(r.registry(), &ep.host);
-        let session = inner.client.session(
+        let session = match inner.client.session(
             ep.clone(),
             r.repository(),
             cred,
             inner.settings.progress_timeout,
-        );
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                failures.push((ep.base, e));
+                continue;
+            }
+        };
         match resolve(&session, &r, &inner.settings.platform).await {
             Ok(resolved) => {
                 tracing::debug!(image = %r, endpoint = %ep.base, digest = %resolved.top_digest, "resolved");

@@ -43,6 +43,7 @@ mod image;
 mod process;
 mod registry;
 mod tarball;
+mod tls;
 pub mod token;
 mod util;
 
@@ -57,5 +58,6 @@ pub use image::{
 };
 pub use registry::{AccessLogEntry, Registry, RegistryAuth, REGISTRY_BIN_ENV};
 pub use tarball::{RawEntry, TarWriter, FIXED_MTIME};
+pub use tls::TlsFront;
 pub use token::{TokenAuthOptions, TokenGrant, TokenRequest};
 pub use util::{sha256_digest, SplitMix64};

@@ -14,6 +14,8 @@ pub struct Endpoint {
     pub host: String,
     /// True for a configured mirror, false for the registry itself.
     pub mirror: bool,
+    /// Extra CA certificates to trust for this endpoint (its host's `ca_file`).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// The endpoints to try for `registry`, in order.
@@ -31,10 +33,12 @@ pub fn endpoints(registry: &str, config: &BTreeMap<String, RegistryHost>) -> Vec
         // A mirror URL may carry a path prefix (`https://m/v2/proxy`); we keep
         // only scheme and authority for `host`, the whole thing for `base`.
         let host = host.split('/').next().unwrap_or_default().to_string();
+        let ca_file = config.get(&host).and_then(|h| h.ca_file.clone());
         out.push(Endpoint {
             base,
             host,
             mirror: true,
+            ca_file,
         });
     }
     if host_cfg.upstream {
@@ -52,6 +56,7 @@ pub fn endpoints(registry: &str, config: &BTreeMap<String, RegistryHost>) -> Vec
             base: format!("{scheme}://{target}"),
             host: registry.to_string(),
             mirror: false,
+            ca_file: host_cfg.ca_file.clone(),
         });
     }
     out
@@ -101,6 +106,20 @@ mod tests {
         assert_eq!(e[0].base, "http://m:5000");
         let c = cfg("[registry.\"r.example\"]\ninsecure = true\n");
         assert_eq!(endpoints("r.example", &c)[0].base, "http://r.example");
+    }
+
+    #[test]
+    fn ca_files_follow_the_host_contacted() {
+        let c = cfg("[registry.\"r.example\"]\nmirrors = [\"https://m.example\"]\nca_file = \"/r.pem\"\n[registry.\"m.example\"]\nca_file = \"/m.pem\"\n");
+        let e = endpoints("r.example", &c);
+        assert_eq!(
+            e[0].ca_file.as_deref(),
+            Some(std::path::Path::new("/m.pem"))
+        );
+        assert_eq!(
+            e[1].ca_file.as_deref(),
+            Some(std::path::Path::new("/r.pem"))
+        );
     }
 
     #[test]

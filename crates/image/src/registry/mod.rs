@@ -5,6 +5,9 @@
 pub mod auth;
 pub mod hosts;
 
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -26,23 +29,63 @@ application/vnd.docker.distribution.manifest.v2+json, \
 application/vnd.docker.distribution.manifest.v1+prettyjws;q=0.1, \
 application/json;q=0.1";
 
-/// The shared HTTP client. Cheap to clone.
+/// The HTTP clients: one trusting the system roots, and one more per
+/// extra CA file a registry host configures. Cheap to clone.
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
+    connect_timeout: Duration,
+    with_ca: Arc<std::sync::Mutex<HashMap<PathBuf, reqwest::Client>>>,
+}
+
+fn builder(connect_timeout: Duration) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(30))
 }
 
 impl Client {
     /// A client whose connections fail after `connect_timeout`; response
     /// bodies are bounded by the caller's progress timeout instead.
     pub fn new(connect_timeout: Duration) -> Result<Client> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(30))
+        let http = builder(connect_timeout)
             .build()
             .map_err(|e| Error::Internal(format!("building the HTTP client: {e}")))?;
-        Ok(Client { http })
+        Ok(Client {
+            http,
+            connect_timeout,
+            with_ca: Arc::default(),
+        })
+    }
+
+    /// The client for an endpoint: the system roots plus its host's CA file.
+    fn http_for(&self, endpoint: &Endpoint) -> Result<reqwest::Client> {
+        let Some(ca) = &endpoint.ca_file else {
+            return Ok(self.http.clone());
+        };
+        let mut map = self.with_ca.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = map.get(ca) {
+            return Ok(c.clone());
+        }
+        let bad = |detail: String| {
+            Error::Config(format!(
+                "ca_file {} for {}: {detail}",
+                ca.display(),
+                endpoint.host
+            ))
+        };
+        let pem = std::fs::read(ca).map_err(|e| bad(e.to_string()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(bad("no PEM certificate in it".into()));
+        }
+        let c = builder(self.connect_timeout)
+            .tls_certs_merge(certs)
+            .build()
+            .map_err(|e| bad(e.to_string()))?;
+        map.insert(ca.clone(), c.clone());
+        Ok(c)
     }
 
     /// A session with one endpoint for one repository.
@@ -52,15 +95,15 @@ impl Client {
         repository: &str,
         credential: Credential,
         request_timeout: Duration,
-    ) -> Session {
-        Session {
-            http: self.http.clone(),
+    ) -> Result<Session> {
+        Ok(Session {
+            http: self.http_for(&endpoint)?,
             endpoint,
             repository: repository.to_string(),
             credential,
             authorization: Mutex::new(None),
             request_timeout,
-        }
+        })
     }
 }
 
