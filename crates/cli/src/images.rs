@@ -252,7 +252,7 @@ pub async fn images(c: &mut Clients, g: &Global, a: ImagesArgs) -> Result<(), Cl
             t.add_row(row);
         }
     }
-    print_table(&t);
+    print_table(&mut t);
     Ok(())
 }
 

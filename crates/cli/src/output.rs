@@ -33,14 +33,18 @@ pub fn table(header: &[&str]) -> Table {
     t
 }
 
-/// Prints a table without the padding comfy-table puts at line ends.
-pub fn print_table(t: &Table) {
+/// Prints a table aligned like crictl's (no left margin, three spaces
+/// between columns, nothing at line ends).
+pub fn print_table(t: &mut Table) {
+    for c in t.column_iter_mut() {
+        c.set_padding((0, 3));
+    }
     for line in t.lines() {
         println!("{}", line.trim_end());
     }
 }
 
-/// Sizes as docker and crictl print them: decimal units, 3 significant digits.
+/// Sizes as crictl prints them: decimal units, 3 significant digits.
 pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
     let mut v = bytes as f64;
@@ -49,13 +53,13 @@ pub fn human_size(bytes: u64) -> String {
         v /= 1000.0;
         i += 1;
     }
-    // Four significant digits, like Go's %.4g.
+    // Three significant digits, like Go's %.3g.
     let int_digits = if v < 1.0 {
         1
     } else {
         v.log10().floor() as usize + 1
     };
-    let decimals = 4usize.saturating_sub(int_digits);
+    let decimals = 3usize.saturating_sub(int_digits);
     let s = format!("{v:.decimals$}");
     let s = if s.contains('.') {
         s.trim_end_matches('0').trim_end_matches('.').to_string()
@@ -80,8 +84,9 @@ mod tests {
         assert_eq!(human_size(0), "0B");
         assert_eq!(human_size(999), "999B");
         assert_eq!(human_size(1000), "1kB");
-        assert_eq!(human_size(2_211_840), "2.212MB");
-        assert_eq!(human_size(104_857_600), "104.9MB");
+        assert_eq!(human_size(2_211_840), "2.21MB");
+        assert_eq!(human_size(104_857_600), "105MB");
+        assert_eq!(human_size(304_900), "305kB");
         assert_eq!(
             short_id(&format!("sha256:{}", "ab".repeat(32))),
             "ababababababa"
