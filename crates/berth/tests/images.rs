@@ -633,3 +633,49 @@ async fn https_registry_with_a_private_ca() {
         .unwrap();
     assert_eq!(id, pushed.config_digest);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_pull_stops_and_leaves_nothing() {
+    let reg = Registry::start();
+    let pushed = fixtures::big(60)
+        .push(&reg, "tests/cancel:1", ManifestFormat::Oci)
+        .await
+        .unwrap();
+    let d = Daemon::start("[image]\nmax_concurrent_downloads = 1\n");
+    let mut c = d.images().await;
+    let name = format!("{}/tests/cancel:1", reg.host());
+    // The client gives up after a moment, as kubelet does at its deadline.
+    let mut req = tonic::Request::new(cri::PullImageRequest {
+        image: spec(&name),
+        auth: None,
+        sandbox_config: None,
+    });
+    req.set_timeout(std::time::Duration::from_millis(60));
+    let e = c.pull_image(req).await.unwrap_err();
+    assert!(
+        matches!(e.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{e:?}"
+    );
+    // The work stops (no caller is left) and its staging goes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !leftovers(&d).is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(leftovers(&d).is_empty(), "{:?}", leftovers(&d));
+    assert!(status(&mut c, &name).await.is_none());
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let fetched: usize = pushed
+        .layers
+        .iter()
+        .map(|l| reg.blob_get_count(&l.digest))
+        .sum();
+    assert!(
+        fetched < pushed.layers.len(),
+        "the pull went on after its caller left ({fetched} layers fetched)"
+    );
+    // A new pull starts afresh and succeeds.
+    assert_eq!(
+        pull(&mut c, &name, None).await.unwrap(),
+        pushed.config_digest
+    );
+}
