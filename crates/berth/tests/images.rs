@@ -76,9 +76,17 @@ async fn pull_status_list_remove_by_every_name() {
         vec![format!("{}/tests/busybox:latest", reg.host())]
     );
 
-    // Removing by id removes every name, and the unpacked layers with it.
+    // Removing by id removes every name, and the unpacked layers with it;
+    // ImageFsInfo sees the change at once.
     assert!(snapshot_count(&d) > 0);
+    let used_before = fs_used(&mut c).await;
+    assert_eq!(
+        fs_used(&mut c).await,
+        used_before,
+        "a poll without a change"
+    );
     remove(&mut c, &id).await;
+    assert!(fs_used(&mut c).await < used_before, "usage after removal");
     assert!(status(&mut c, &id).await.is_none());
     assert!(status(&mut c, &digest_ref).await.is_none());
     assert_eq!(snapshot_count(&d), 0, "layers are collected with the image");
@@ -86,6 +94,19 @@ async fn pull_status_list_remove_by_every_name() {
     remove(&mut c, &id).await;
     remove(&mut c, &"0".repeat(64)).await;
     remove(&mut c, "never/pulled:x").await;
+}
+
+async fn fs_used(
+    c: &mut berth_cri::runtime::v1::image_service_client::ImageServiceClient<
+        tonic::transport::Channel,
+    >,
+) -> u64 {
+    let r = c
+        .image_fs_info(cri::ImageFsInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    r.image_filesystems[0].used_bytes.as_ref().unwrap().value
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -347,23 +368,8 @@ async fn token_auth_registry_and_credentials_file() {
 }
 
 fn base64_encode(s: &str) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let b = s.as_bytes();
-    let mut out = String::new();
-    for chunk in b.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, &x)| acc | (x as u32) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -451,7 +457,7 @@ async fn identity_and_registry_tokens() {
         .unwrap();
     // What `docker login` stores as an identity token: an OAuth2 refresh token.
     let realm = reg.token_realm().unwrap();
-    let resp: serde_json::Value = reqwest_post_form(
+    let resp: serde_json::Value = post_form(
         &realm,
         &[
             ("grant_type", "password"),
@@ -506,49 +512,16 @@ async fn identity_and_registry_tokens() {
     );
 }
 
-/// A form POST with a bare HTTP/1.1 client (the test needs no HTTP crate).
-async fn reqwest_post_form(url: &str, form: &[(&str, &str)]) -> serde_json::Value {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://").expect("http realm");
-    let (hostport, path) = rest
-        .split_once('/')
-        .map(|(h, p)| (h, format!("/{p}")))
-        .unwrap_or((rest, "/".into()));
-    let enc = |s: &str| {
-        s.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect::<String>()
-    };
-    let body = form
-        .iter()
-        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
-        .collect::<Vec<_>>()
-        .join("&");
-    let mut s = tokio::net::TcpStream::connect(hostport).await.unwrap();
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.unwrap();
-    let text = String::from_utf8_lossy(&out);
-    let (head, json) = text.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let json = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        json.split("\r\n").nth(1).unwrap_or_default().to_string()
-    } else {
-        json.to_string()
-    };
-    serde_json::from_str(&json).unwrap()
+/// A form POST to the token server, as `docker login` makes it.
+async fn post_form(url: &str, form: &[(&str, &str)]) -> serde_json::Value {
+    let resp = reqwest::Client::new()
+        .post(url)
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    resp.json().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
