@@ -23,6 +23,7 @@ mod singleflight;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -126,6 +127,11 @@ pub(crate) struct Inner {
     /// Held shared to take a lease, exclusively while collecting garbage.
     gc_lock: tokio::sync::RwLock<()>,
     snapshot_root: PathBuf,
+    /// Bumped whenever snapshots or blobs are added or removed.
+    store_generation: AtomicU64,
+    /// The last usage computed, and the generation it was computed at:
+    /// kubelet polls ImageFsInfo, and walking the store is not free.
+    usage_cache: Mutex<Option<(u64, FsUsage)>>,
 }
 
 /// The image service.
@@ -155,6 +161,11 @@ impl Drop for Lease {
 }
 
 impl Inner {
+    /// Notes that the store's content changed (usage must be recomputed).
+    pub(crate) fn store_changed(&self) {
+        self.store_generation.fetch_add(1, Ordering::SeqCst);
+    }
+
     pub(crate) async fn lease(self: &Arc<Self>, keys: impl Iterator<Item = String>) -> Lease {
         let _g = self.gc_lock.read().await;
         let keys: Vec<String> = keys.collect();
@@ -204,6 +215,7 @@ impl Inner {
             }
             this.records.put(digest::hex_part(&record.id), &record)?;
             images.insert(record.clone());
+            this.store_changed();
             Ok(record)
         })
         .await
@@ -256,6 +268,8 @@ impl ImageService {
                 leases: Mutex::default(),
                 gc_lock: tokio::sync::RwLock::new(()),
                 snapshot_root,
+                store_generation: AtomicU64::new(0),
+                usage_cache: Mutex::new(None),
             }),
         };
         svc.garbage_collect().await?;
@@ -358,30 +372,9 @@ impl ImageService {
             .any(|n| p.contains(n))
     }
 
-    /// The raw config document of an image.
-    pub fn config(&self, r: &ImageRecord) -> Result<manifest::ImageConfig> {
-        let body = self.inner.content.get(&r.id)?;
-        manifest::parse_config(&body)
-    }
-
     /// The raw config JSON of an image.
     pub fn config_json(&self, r: &ImageRecord) -> Result<Vec<u8>> {
         self.inner.content.get(&r.id)
-    }
-
-    /// The unpacked directories of an image's layers, bottom first.
-    pub fn layer_paths(&self, r: &ImageRecord) -> Result<Vec<PathBuf>> {
-        r.chain_ids()
-            .map(|c| {
-                self.inner
-                    .snapshots
-                    .fs_path(c)
-                    .map_err(|source| Error::Layer {
-                        digest: c.to_string(),
-                        source,
-                    })
-            })
-            .collect()
     }
 
     /// Removes what `spec` names. A tag of an image that has other tags is
@@ -448,36 +441,53 @@ impl ImageService {
                     .keys()
                     .cloned(),
             );
-            let snaps = inner.snapshots.list().map_err(|source| Error::Layer {
-                digest: "(store)".into(),
-                source,
-            })?;
-            for s in snaps.into_iter().filter(|s| !keep.contains(s)) {
-                tracing::debug!(snapshot = %s, "removing unused snapshot");
-                inner.snapshots.remove(&s).map_err(|source| Error::Layer {
-                    digest: s.clone(),
+            let removed = (|| -> Result<()> {
+                let snaps = inner.snapshots.list().map_err(|source| Error::Layer {
+                    digest: "(store)".into(),
                     source,
                 })?;
-            }
-            for b in inner
-                .content
-                .list()?
-                .into_iter()
-                .filter(|b| !keep.contains(b))
-            {
-                tracing::debug!(blob = %b, "removing unused blob");
-                inner.content.remove(&b)?;
-            }
-            Ok(())
+                for s in snaps.into_iter().filter(|s| !keep.contains(s)) {
+                    tracing::debug!(snapshot = %s, "removing unused snapshot");
+                    inner.snapshots.remove(&s).map_err(|source| Error::Layer {
+                        digest: s.clone(),
+                        source,
+                    })?;
+                }
+                for b in inner
+                    .content
+                    .list()?
+                    .into_iter()
+                    .filter(|b| !keep.contains(b))
+                {
+                    tracing::debug!(blob = %b, "removing unused blob");
+                    inner.content.remove(&b)?;
+                }
+                Ok(())
+            })();
+            // After the removals, also when one failed half-way.
+            inner.store_changed();
+            removed
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))?
     }
 
-    /// Bytes and inodes of the image store (snapshots and content).
+    /// Bytes and inodes of the image store (snapshots and content). Walked
+    /// once per change of the store; polls in between get the cached figure.
     pub async fn usage(&self) -> Result<FsUsage> {
+        let generation = self.inner.store_generation.load(Ordering::SeqCst);
+        if let Some((g, u)) = *self
+            .inner
+            .usage_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+        {
+            if g == generation {
+                return Ok(u);
+            }
+        }
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || -> Result<FsUsage> {
+        let usage = tokio::task::spawn_blocking(move || -> Result<FsUsage> {
             let s = inner.snapshots.usage().map_err(|source| Error::Layer {
                 digest: "(store)".into(),
                 source,
@@ -489,7 +499,15 @@ impl ImageService {
             })
         })
         .await
-        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(|e| Error::Internal(e.to_string()))??;
+        // Cached under the generation seen before the walk: a change during
+        // the walk makes the next call walk again.
+        *self
+            .inner
+            .usage_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some((generation, usage));
+        Ok(usage)
     }
 
     /// The directory whose filesystem holds the images (for ImageFsInfo).

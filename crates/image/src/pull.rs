@@ -496,6 +496,7 @@ async fn ensure_layer(
             digest: layer.digest.clone(),
             source,
         })?;
+    inner.store_changed();
     send(LayerPhase::Done, received);
     Ok(())
 }
