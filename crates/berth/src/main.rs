@@ -24,6 +24,12 @@ struct Cli {
 enum Command {
     /// Run the CRI daemon.
     Daemon(DaemonArgs),
+    /// A pod's monitor (started by the daemon, one per pod).
+    #[command(hide = true)]
+    Monitor {
+        /// The pod's state directory.
+        pod_dir: PathBuf,
+    },
     #[command(flatten)]
     Client(berth_cli::Command),
 }
@@ -91,6 +97,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Daemon(a) => daemon(a),
+        // Before any runtime exists: the monitor must stay single-threaded.
+        Command::Monitor { pod_dir } => berth_monitor::run(&pod_dir),
         Command::Client(cmd) => {
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()

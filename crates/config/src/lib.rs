@@ -57,6 +57,13 @@ pub struct Config {
     pub image: ImageConfig,
     /// Per-registry settings keyed by host (`docker.io`, `registry.k8s.io:443`...).
     pub registry: BTreeMap<String, RegistryHost>,
+    /// Pod networking.
+    pub cni: CniConfig,
+    /// CRI runtime handlers served by an external OCI runtime, keyed by
+    /// handler name. The default handler (`""`) is Berth's built-in one.
+    pub runtimes: BTreeMap<String, RuntimeHandler>,
+    /// Pods and containers.
+    pub pod: PodConfig,
 }
 
 impl Default for Config {
@@ -70,6 +77,14 @@ impl Default for Config {
             log_format: LogFormat::Text,
             image: ImageConfig::default(),
             registry: BTreeMap::new(),
+            cni: CniConfig::default(),
+            runtimes: BTreeMap::from([(
+                "runc".to_string(),
+                RuntimeHandler {
+                    path: "runc".into(),
+                },
+            )]),
+            pod: PodConfig::default(),
         }
     }
 }
@@ -122,6 +137,58 @@ impl Default for ImageConfig {
             credentials_file: None,
             pinned_images: Vec::new(),
             platform: None,
+        }
+    }
+}
+
+/// Where CNI network configurations and plugins are.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CniConfig {
+    /// The first `.conflist`/`.conf`/`.json` file (in name order) is the pod network.
+    pub conf_dir: PathBuf,
+    /// Directories searched for plugin binaries, in order.
+    pub bin_dirs: Vec<PathBuf>,
+    /// When `conf_dir` holds no network at start, write Berth's default
+    /// bridge network there (`87-berth-bridge.conflist`: bridge `berth0`,
+    /// 10.89.0.0/16, masquerading, host ports), as CRI-O and podman do.
+    pub install_default: bool,
+}
+
+impl Default for CniConfig {
+    fn default() -> Self {
+        CniConfig {
+            conf_dir: "/etc/cni/net.d".into(),
+            bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
+            install_default: true,
+        }
+    }
+}
+
+/// An external OCI runtime behind a CRI runtime handler.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeHandler {
+    /// The runtime binary (runc, crun); a bare name is looked up in `PATH`.
+    pub path: PathBuf,
+}
+
+/// Pod and container defaults.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PodConfig {
+    /// Size of each pod's `/dev/shm` tmpfs, in bytes.
+    pub shm_size: u64,
+    /// How long StopPodSandbox waits for containers that ignore SIGTERM.
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub stop_timeout: Duration,
+}
+
+impl Default for PodConfig {
+    fn default() -> Self {
+        PodConfig {
+            shm_size: 64 << 20,
+            stop_timeout: Duration::from_secs(0),
         }
     }
 }

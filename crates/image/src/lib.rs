@@ -124,6 +124,8 @@ pub(crate) struct Inner {
     downloads: Semaphore,
     /// Snapshots and blobs in use by pulls that have not published yet.
     leases: Mutex<HashMap<String, usize>>,
+    /// Snapshots used by containers' root filesystems, by container id.
+    holds: Mutex<HashMap<String, Vec<String>>>,
     /// Held shared to take a lease, exclusively while collecting garbage.
     gc_lock: tokio::sync::RwLock<()>,
     snapshot_root: PathBuf,
@@ -266,14 +268,61 @@ impl ImageService {
                 layer_flights: Default::default(),
                 progress: Mutex::default(),
                 leases: Mutex::default(),
+                holds: Mutex::default(),
                 gc_lock: tokio::sync::RwLock::new(()),
                 snapshot_root,
                 store_generation: AtomicU64::new(0),
                 usage_cache: Mutex::new(None),
             }),
         };
-        svc.garbage_collect().await?;
         Ok(svc)
+    }
+
+    /// Keeps `r`'s layer snapshots for `owner` (a container) until
+    /// [`ImageService::release`], and returns their directories, topmost
+    /// first, as overlay lower layers. Fails if the image is gone.
+    pub async fn hold(&self, owner: &str, r: &ImageRecord) -> Result<Vec<PathBuf>> {
+        let _g = self.inner.gc_lock.read().await;
+        let chains: Vec<String> = r.chain_ids().map(str::to_string).collect();
+        let mut lowers = Vec::with_capacity(chains.len());
+        for c in chains.iter().rev() {
+            if !self.inner.snapshots.exists(c) {
+                return Err(Error::ImageNotFound(format!(
+                    "{} (its layer snapshot {c} is missing; pull the image again)",
+                    r.id
+                )));
+            }
+            lowers.push(
+                self.inner
+                    .snapshots
+                    .fs_path(c)
+                    .map_err(|source| Error::Layer {
+                        digest: c.clone(),
+                        source,
+                    })?,
+            );
+        }
+        self.hold_chains(owner, chains);
+        Ok(lowers)
+    }
+
+    /// Records that `owner` uses these snapshots (at start, for containers
+    /// that exist already).
+    pub fn hold_chains(&self, owner: &str, chains: Vec<String>) {
+        self.inner
+            .holds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(owner.to_string(), chains);
+    }
+
+    /// Lets the snapshots `owner` held be collected once no image needs them.
+    pub fn release(&self, owner: &str) {
+        self.inner
+            .holds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(owner);
     }
 
     /// Pulls `reference`; concurrent pulls of the same reference share one
@@ -433,6 +482,15 @@ impl ImageService {
                     })
                     .collect()
             };
+            keep.extend(
+                inner
+                    .holds
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .values()
+                    .flatten()
+                    .cloned(),
+            );
             keep.extend(
                 inner
                     .leases

@@ -43,6 +43,8 @@ pub enum DaemonError {
     Config(#[from] berth_config::Error),
     #[error("opening the image store: {0}")]
     Images(#[from] berth_image::Error),
+    #[error("opening the runtime state: {0}")]
+    Runtime(#[from] berth_runtime::Error),
     #[error("serving gRPC: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -187,6 +189,48 @@ fn bind_socket(path: &Path, group: Option<&str>) -> Result<UnixListener, DaemonE
     Ok(listener)
 }
 
+/// Reaps zombie children nobody waits for: orphans re-parented to the
+/// daemon (it is a child subreaper). Children the daemon spawned itself are
+/// reaped by their owners right away, so only a zombie seen on two scans in
+/// a row is taken.
+async fn reap_orphans() {
+    let me = std::process::id().to_string();
+    let mut seen: std::collections::HashSet<i32> = Default::default();
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+        let mut zombies = std::collections::HashSet::new();
+        let Ok(task_children) = fs::read_to_string(format!("/proc/{me}/task/{me}/children")) else {
+            continue;
+        };
+        let mut children: Vec<i32> = task_children
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        // Children of the runtime's other threads are listed per thread.
+        if let Ok(tasks) = fs::read_dir(format!("/proc/{me}/task")) {
+            for t in tasks.flatten() {
+                if let Ok(c) = fs::read_to_string(t.path().join("children")) {
+                    children.extend(c.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+                }
+            }
+        }
+        for pid in children {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat.rfind(')').and_then(|i| stat.get(i + 2..i + 3));
+            if state == Some("Z") {
+                zombies.insert(pid);
+            }
+        }
+        for pid in zombies.intersection(&seen) {
+            let _ = nix::sys::wait::waitpid(
+                nix::unistd::Pid::from_raw(*pid),
+                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+            );
+        }
+        seen = zombies;
+    }
+}
+
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<(), DaemonError> {
     let socket = config.socket_path()?;
@@ -200,8 +244,17 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     socket_lock_path.push(".lock");
     let _socket_lock = PidLock::acquire(Path::new(&socket_lock_path), "socket")?;
 
+    // Orphans of what the daemon starts (monitors, CNI plugins' children)
+    // come back to it instead of to a PID 1 that may never reap them.
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        tracing::warn!(error = %e, "cannot become a child subreaper");
+    }
+    tokio::spawn(reap_orphans());
     let settings = berth_image::Settings::from_config(&config)?;
     let images = berth_image::ImageService::open(&config.root.join("images"), settings).await?;
+    let runtime = berth_runtime::Runtime::open(&config, images.clone()).await?;
+    // After the runtime has said which snapshots its containers use.
+    images.garbage_collect().await?;
     let listener = bind_socket(&socket, config.socket_group.as_deref())?;
     tracing::info!(
         socket = %socket.display(),
@@ -212,7 +265,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     );
 
     let images = Images::new(images);
-    let runtime = Runtime::new(&config);
+    let runtime = Runtime::new(&config, runtime);
     let shutdown = async {
         let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
         let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");

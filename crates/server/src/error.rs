@@ -8,6 +8,8 @@ use tonic::{Code, Status};
 pub enum ServerError {
     #[error(transparent)]
     Image(#[from] berth_image::Error),
+    #[error(transparent)]
+    Runtime(#[from] berth_runtime::Error),
     #[error("{0}")]
     InvalidArgument(String),
 }
@@ -16,6 +18,16 @@ impl ServerError {
     pub fn code(&self) -> Code {
         match self {
             ServerError::InvalidArgument(_) => Code::InvalidArgument,
+            ServerError::Runtime(e) => match e.kind() {
+                berth_runtime::Kind::InvalidArgument => Code::InvalidArgument,
+                berth_runtime::Kind::NotFound => Code::NotFound,
+                berth_runtime::Kind::AlreadyExists => Code::AlreadyExists,
+                berth_runtime::Kind::FailedPrecondition => Code::FailedPrecondition,
+                berth_runtime::Kind::DeadlineExceeded => Code::DeadlineExceeded,
+                berth_runtime::Kind::Unavailable => Code::Unavailable,
+                berth_runtime::Kind::Unimplemented => Code::Unimplemented,
+                berth_runtime::Kind::Internal => Code::Internal,
+            },
             ServerError::Image(e) => match e.kind() {
                 ErrorKind::InvalidArgument => Code::InvalidArgument,
                 ErrorKind::NotFound => Code::NotFound,

@@ -23,15 +23,21 @@ pub struct Daemon {
 impl Daemon {
     /// Starts a daemon with `config` (TOML) and waits for its socket.
     pub fn start(config: &str) -> Daemon {
-        let dir = tempfile::Builder::new()
+        let mut dir = tempfile::Builder::new()
             .prefix("berth-it-")
             .tempdir()
             .unwrap();
+        // BERTH_TEST_KEEP=1 keeps the daemon's directory for a post-mortem.
+        if std::env::var_os("BERTH_TEST_KEEP").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!("keeping {}", dir.path().display());
+        }
         let mut d = Daemon {
             dir,
             child: None,
-            config: config.to_string(),
+            config: String::new(),
         };
+        d.config = config.replace("{dir}", &d.dir.path().to_string_lossy());
         d.spawn();
         d
     }
@@ -224,4 +230,90 @@ pub fn snapshot_count(daemon: &Daemon) -> usize {
                 .count()
         })
         .unwrap_or(0)
+}
+
+/// A bridge CNI network private to one test: its own bridge and subnet.
+pub struct TestNetwork {
+    pub bridge: String,
+    pub conf_dir: PathBuf,
+}
+
+impl TestNetwork {
+    /// Writes a bridge + host-local + portmap conflist under `dir/cni`.
+    pub fn create(dir: &Path) -> TestNetwork {
+        let n: u32 = rand::random();
+        let bridge = format!("bt{:08x}", n);
+        let subnet = format!("10.{}.{}.0/24", 100 + (n >> 24) % 100, (n >> 8) % 250);
+        let conf_dir = dir.join("cni");
+        std::fs::create_dir_all(&conf_dir).unwrap();
+        let conf = serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": format!("berth-test-{n:08x}"),
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": bridge,
+                    "isGateway": true,
+                    "ipMasq": false,
+                    "hairpinMode": true,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": subnet}]],
+                        "dataDir": dir.join("ipam"),
+                    }
+                },
+                {"type": "portmap", "capabilities": {"portMappings": true}}
+            ]
+        });
+        std::fs::write(conf_dir.join("10-test.conflist"), conf.to_string()).unwrap();
+        TestNetwork { bridge, conf_dir }
+    }
+
+    /// Interfaces attached to the bridge (the pods' host-side veths).
+    pub fn veths(&self) -> Vec<String> {
+        let dir = format!("/sys/class/net/{}/brif", self.bridge);
+        std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for TestNetwork {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// What a daemon may leave behind on the host, for leak checks: mounts and
+/// processes that mention its directory.
+pub fn host_traces(d: &Daemon) -> Vec<String> {
+    let dir = d.dir.path().to_string_lossy().into_owned();
+    let mut out: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&dir))
+        .map(|l| format!("mount: {l}"))
+        .collect();
+    let daemon_pid = d.child.as_ref().map(|c| c.id());
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if Some(pid) == daemon_pid {
+            continue;
+        }
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(&dir) {
+            out.push(format!("process {pid}: {cmdline}"));
+        }
+    }
+    out
 }

@@ -1,5 +1,7 @@
-//! The CRI RuntimeService. Only the runtime-wide calls exist so far; every
-//! other RPC answers UNIMPLEMENTED through the generated default methods.
+//! The CRI RuntimeService: each RPC is a thin wrapper over
+//! [`berth_runtime::Runtime`], run inside [`call`]. RPCs not listed here
+//! (streaming, stats, events, checkpoint) answer UNIMPLEMENTED through the
+//! generated default methods.
 
 mod runtime_config;
 mod status;
@@ -9,6 +11,7 @@ use berth_cri::runtime::v1 as cri;
 use berth_cri::runtime::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
+use crate::error::ServerError;
 use crate::instrument::{call, Kind};
 
 /// The CRI runtime service.
@@ -16,14 +19,20 @@ use crate::instrument::{call, Kind};
 pub struct Runtime {
     /// The effective configuration, reported by verbose Status.
     pub(crate) config_json: String,
+    pub(crate) rt: berth_runtime::Runtime,
 }
 
 impl Runtime {
-    pub fn new(config: &berth_config::Config) -> Self {
+    pub fn new(config: &berth_config::Config, rt: berth_runtime::Runtime) -> Self {
         Runtime {
             config_json: serde_json::to_string(config).unwrap_or_default(),
+            rt,
         }
     }
+}
+
+fn required<T>(v: Option<T>, what: &str) -> Result<T, ServerError> {
+    v.ok_or_else(|| ServerError::InvalidArgument(format!("{what} is required")))
 }
 
 #[tonic::async_trait]
@@ -51,6 +60,175 @@ impl RuntimeService for Runtime {
             Kind::Read,
             runtime_config::runtime_config(req.into_inner()),
         )
+        .await
+    }
+
+    async fn run_pod_sandbox(
+        &self,
+        req: Request<cri::RunPodSandboxRequest>,
+    ) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
+        let r = req.into_inner();
+        call("RunPodSandbox", Kind::Mutation, async {
+            let config = required(r.config, "config")?;
+            let pod_sandbox_id = self.rt.run_pod(config, r.runtime_handler).await?;
+            Ok(cri::RunPodSandboxResponse { pod_sandbox_id })
+        })
+        .await
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        req: Request<cri::StopPodSandboxRequest>,
+    ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
+        let r = req.into_inner();
+        call("StopPodSandbox", Kind::Mutation, async {
+            self.rt.stop_pod(&r.pod_sandbox_id).await?;
+            Ok(cri::StopPodSandboxResponse {})
+        })
+        .await
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        req: Request<cri::RemovePodSandboxRequest>,
+    ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
+        let r = req.into_inner();
+        call("RemovePodSandbox", Kind::Mutation, async {
+            self.rt.remove_pod(&r.pod_sandbox_id).await?;
+            Ok(cri::RemovePodSandboxResponse {})
+        })
+        .await
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        req: Request<cri::PodSandboxStatusRequest>,
+    ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
+        let r = req.into_inner();
+        call("PodSandboxStatus", Kind::Read, async {
+            Ok(self.rt.pod_status(&r.pod_sandbox_id, r.verbose)?)
+        })
+        .await
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        req: Request<cri::ListPodSandboxRequest>,
+    ) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
+        let r = req.into_inner();
+        call("ListPodSandbox", Kind::Read, async {
+            Ok(cri::ListPodSandboxResponse {
+                items: self.rt.list_pods(r.filter.as_ref()),
+            })
+        })
+        .await
+    }
+
+    async fn create_container(
+        &self,
+        req: Request<cri::CreateContainerRequest>,
+    ) -> Result<Response<cri::CreateContainerResponse>, Status> {
+        let r = req.into_inner();
+        call("CreateContainer", Kind::Mutation, async {
+            let config = required(r.config, "config")?;
+            let container_id = self.rt.create_container(&r.pod_sandbox_id, config).await?;
+            Ok(cri::CreateContainerResponse { container_id })
+        })
+        .await
+    }
+
+    async fn start_container(
+        &self,
+        req: Request<cri::StartContainerRequest>,
+    ) -> Result<Response<cri::StartContainerResponse>, Status> {
+        let r = req.into_inner();
+        call("StartContainer", Kind::Mutation, async {
+            self.rt.start_container(&r.container_id).await?;
+            Ok(cri::StartContainerResponse {})
+        })
+        .await
+    }
+
+    async fn stop_container(
+        &self,
+        req: Request<cri::StopContainerRequest>,
+    ) -> Result<Response<cri::StopContainerResponse>, Status> {
+        let r = req.into_inner();
+        call("StopContainer", Kind::Mutation, async {
+            self.rt.stop_container(&r.container_id, r.timeout).await?;
+            Ok(cri::StopContainerResponse {})
+        })
+        .await
+    }
+
+    async fn remove_container(
+        &self,
+        req: Request<cri::RemoveContainerRequest>,
+    ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
+        let r = req.into_inner();
+        call("RemoveContainer", Kind::Mutation, async {
+            self.rt.remove_container(&r.container_id).await?;
+            Ok(cri::RemoveContainerResponse {})
+        })
+        .await
+    }
+
+    async fn list_containers(
+        &self,
+        req: Request<cri::ListContainersRequest>,
+    ) -> Result<Response<cri::ListContainersResponse>, Status> {
+        let r = req.into_inner();
+        call("ListContainers", Kind::Read, async {
+            Ok(cri::ListContainersResponse {
+                containers: self.rt.list_containers(r.filter.as_ref()),
+            })
+        })
+        .await
+    }
+
+    async fn container_status(
+        &self,
+        req: Request<cri::ContainerStatusRequest>,
+    ) -> Result<Response<cri::ContainerStatusResponse>, Status> {
+        let r = req.into_inner();
+        call("ContainerStatus", Kind::Read, async {
+            Ok(self.rt.container_status(&r.container_id, r.verbose)?)
+        })
+        .await
+    }
+
+    async fn update_container_resources(
+        &self,
+        req: Request<cri::UpdateContainerResourcesRequest>,
+    ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
+        let r = req.into_inner();
+        call("UpdateContainerResources", Kind::Mutation, async {
+            self.rt.update_container(&r.container_id, r.linux).await?;
+            Ok(cri::UpdateContainerResourcesResponse {})
+        })
+        .await
+    }
+
+    async fn reopen_container_log(
+        &self,
+        req: Request<cri::ReopenContainerLogRequest>,
+    ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
+        let r = req.into_inner();
+        call("ReopenContainerLog", Kind::Mutation, async {
+            self.rt.reopen_log(&r.container_id).await?;
+            Ok(cri::ReopenContainerLogResponse {})
+        })
+        .await
+    }
+
+    async fn exec_sync(
+        &self,
+        req: Request<cri::ExecSyncRequest>,
+    ) -> Result<Response<cri::ExecSyncResponse>, Status> {
+        let r = req.into_inner();
+        call("ExecSync", Kind::Mutation, async {
+            Ok(self.rt.exec_sync(&r.container_id, r.cmd, r.timeout).await?)
+        })
         .await
     }
 }

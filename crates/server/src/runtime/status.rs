@@ -1,4 +1,4 @@
-//! Status: runtime and network readiness, honestly reported.
+//! Status: runtime and network readiness, handlers and features.
 
 use std::collections::HashMap;
 
@@ -8,6 +8,20 @@ use super::Runtime;
 use crate::error::Result;
 
 pub(super) async fn status(rt: &Runtime, req: cri::StatusRequest) -> Result<cri::StatusResponse> {
+    let network = match rt.rt.network_ready() {
+        Ok(()) => cri::RuntimeCondition {
+            r#type: "NetworkReady".into(),
+            status: true,
+            reason: String::new(),
+            message: String::new(),
+        },
+        Err(why) => cri::RuntimeCondition {
+            r#type: "NetworkReady".into(),
+            status: false,
+            reason: "NetworkPluginNotReady".into(),
+            message: format!("no usable CNI network: {why}"),
+        },
+    };
     let conditions = vec![
         cri::RuntimeCondition {
             r#type: "RuntimeReady".into(),
@@ -15,21 +29,31 @@ pub(super) async fn status(rt: &Runtime, req: cri::StatusRequest) -> Result<cri:
             reason: String::new(),
             message: String::new(),
         },
-        cri::RuntimeCondition {
-            r#type: "NetworkReady".into(),
-            status: false,
-            reason: "NetworkPluginNotReady".into(),
-            message: "berth does not set up pod networking yet (no CNI support in this version)"
-                .into(),
-        },
+        network,
     ];
     let mut info = HashMap::new();
     if req.verbose {
         info.insert("config".to_string(), rt.config_json.clone());
     }
+    let runtime_handlers = rt
+        .rt
+        .handlers()
+        .into_iter()
+        .map(|name| cri::RuntimeHandler {
+            name,
+            features: Some(cri::RuntimeHandlerFeatures {
+                recursive_read_only_mounts: true,
+                user_namespaces: false,
+            }),
+        })
+        .collect();
     Ok(cri::StatusResponse {
         status: Some(cri::RuntimeStatus { conditions }),
         info,
-        ..Default::default()
+        runtime_handlers,
+        features: Some(cri::RuntimeFeatures {
+            supplemental_groups_policy: true,
+            user_namespaces_host_network: false,
+        }),
     })
 }

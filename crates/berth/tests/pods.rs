@@ -1,0 +1,529 @@
+//! Pods and containers through the CRI socket, as kubelet drives them: real
+//! monitors, namespaces, overlay root filesystems, CNI bridge networking,
+//! CRI log files, with the built-in handler and with runc.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use berth_cri::runtime::v1 as cri;
+use berth_cri::runtime::v1::runtime_service_client::RuntimeServiceClient;
+use berth_testkit::{fixtures, ManifestFormat, Registry};
+use common::*;
+use tonic::transport::Channel;
+
+const CONFIG: &str = r#"
+[cni]
+conf_dir = "{dir}/cni"
+bin_dirs = ["/usr/lib/cni", "/opt/cni/bin"]
+"#;
+
+struct Env {
+    _reg: Registry,
+    d: Daemon,
+    net: TestNetwork,
+    rt: RuntimeServiceClient<Channel>,
+    image: String,
+}
+
+async fn env() -> Env {
+    let reg = Registry::start();
+    fixtures::busybox()
+        .push(&reg, "tests/busybox:1", ManifestFormat::Oci)
+        .await
+        .unwrap();
+    let d = Daemon::start(CONFIG);
+    let net = TestNetwork::create(d.dir.path());
+    let image = format!("{}/tests/busybox:1", reg.host());
+    pull(&mut d.images().await, &image, None).await.unwrap();
+    let rt = d.runtime().await;
+    Env {
+        _reg: reg,
+        d,
+        net,
+        rt,
+        image,
+    }
+}
+
+fn pod_config(name: &str, log_dir: &std::path::Path) -> cri::PodSandboxConfig {
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "tests".into(),
+            attempt: 1,
+        }),
+        hostname: name.into(),
+        log_directory: log_dir.to_string_lossy().into_owned(),
+        labels: HashMap::from([("app".to_string(), name.to_string())]),
+        ..Default::default()
+    }
+}
+
+fn container_config(name: &str, image: &str, cmd: &[&str]) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: spec(image),
+        command: cmd.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}.log"),
+        labels: HashMap::from([("c".to_string(), name.to_string())]),
+        ..Default::default()
+    }
+}
+
+async fn run_pod(e: &mut Env, name: &str, handler: &str) -> String {
+    let config = pod_config(name, &e.d.dir.path().join("logs").join(name));
+    e.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+        config: Some(config),
+        runtime_handler: handler.into(),
+    })
+    .await
+    .unwrap_or_else(|s| panic!("RunPodSandbox: {s:?}\n{}", e.d.log()))
+    .into_inner()
+    .pod_sandbox_id
+}
+
+async fn create(e: &mut Env, pod: &str, name: &str, cmd: &[&str]) -> String {
+    let config = pod_config_of(e, pod).await;
+    e.rt.create_container(cri::CreateContainerRequest {
+        pod_sandbox_id: pod.into(),
+        config: Some(container_config(name, &e.image, cmd)),
+        sandbox_config: Some(config),
+    })
+    .await
+    .unwrap_or_else(|s| panic!("CreateContainer: {s:?}\n{}", monitor_logs(&e.d)))
+    .into_inner()
+    .container_id
+}
+
+async fn pod_config_of(e: &mut Env, pod: &str) -> cri::PodSandboxConfig {
+    let st = pod_status(e, pod).await;
+    let m = st.metadata.unwrap();
+    pod_config(&m.name, &e.d.dir.path().join("logs").join(&m.name))
+}
+
+async fn pod_status(e: &mut Env, pod: &str) -> cri::PodSandboxStatus {
+    e.rt.pod_sandbox_status(cri::PodSandboxStatusRequest {
+        pod_sandbox_id: pod.into(),
+        verbose: false,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .status
+    .unwrap()
+}
+
+async fn status(e: &mut Env, id: &str) -> cri::ContainerStatus {
+    e.rt.container_status(cri::ContainerStatusRequest {
+        container_id: id.into(),
+        verbose: false,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .status
+    .unwrap()
+}
+
+async fn start(e: &mut Env, id: &str) {
+    e.rt.start_container(cri::StartContainerRequest {
+        container_id: id.into(),
+    })
+    .await
+    .unwrap_or_else(|s| panic!("StartContainer: {s:?}\n{}", monitor_logs(&e.d)));
+}
+
+async fn exec(
+    e: &mut Env,
+    id: &str,
+    cmd: &[&str],
+    timeout: i64,
+) -> Result<cri::ExecSyncResponse, tonic::Status> {
+    e.rt.exec_sync(cri::ExecSyncRequest {
+        container_id: id.into(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        timeout,
+    })
+    .await
+    .map(|r| r.into_inner())
+}
+
+async fn wait_state(e: &mut Env, id: &str, want: cri::ContainerState) -> cri::ContainerStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = status(e, id).await;
+        if s.state == want as i32 {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "container {id} never reached {want:?}: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn stop_remove_pod(e: &mut Env, pod: &str) {
+    e.rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.into(),
+    })
+    .await
+    .unwrap_or_else(|s| panic!("StopPodSandbox: {s:?}\n{}", e.d.log()));
+    e.rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod.into(),
+    })
+    .await
+    .unwrap_or_else(|s| panic!("RemovePodSandbox: {s:?}\n{}", e.d.log()));
+}
+
+/// Every monitor's log.
+fn monitor_logs(d: &Daemon) -> String {
+    let mut out = String::new();
+    for p in std::fs::read_dir(d.state().join("pods"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        out += &std::fs::read_to_string(p.path().join("monitor.log")).unwrap_or_default();
+    }
+    out
+}
+
+/// Nothing of the daemon's pods is left on the host.
+fn assert_no_leaks(e: &Env, ids: &[String]) {
+    assert_eq!(
+        host_traces(&e.d),
+        Vec::<String>::new(),
+        "mounts or processes left"
+    );
+    assert_eq!(
+        e.net.veths(),
+        Vec::<String>::new(),
+        "veths left on the bridge"
+    );
+    let netns: Vec<_> = std::fs::read_dir(e.d.state().join("netns"))
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(netns.is_empty(), "netns files left: {netns:?}");
+    for id in ids {
+        for ctl in ["memory", "cpu", "pids", "freezer"] {
+            let cg = std::path::Path::new("/sys/fs/cgroup")
+                .join(ctl)
+                .join("berth")
+                .join(id);
+            assert!(!cg.exists(), "cgroup left: {}", cg.display());
+        }
+        assert!(
+            !e.d.state().join("pods").join(id).exists(),
+            "pod dir of {id} left"
+        );
+        assert!(
+            !e.d.state().join("containers").join(id).exists(),
+            "bundle of {id} left"
+        );
+        assert!(
+            !e.d.root().join("runtime/rootfs").join(id).exists(),
+            "rootfs of {id} left"
+        );
+    }
+}
+
+fn log_lines(path: &str) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let rec = berth_logs::parse_line(l.as_bytes())
+                .unwrap_or_else(|e| panic!("bad log line {l:?}: {e:?}"));
+            (
+                rec.stream.as_str().to_string(),
+                String::from_utf8_lossy(rec.content).into_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn lifecycle(handler: &str) {
+    let mut e = env().await;
+    let pod = run_pod(&mut e, "life", handler).await;
+    let st = pod_status(&mut e, &pod).await;
+    assert_eq!(st.state, cri::PodSandboxState::SandboxReady as i32);
+    let ip = st.network.unwrap().ip;
+    assert!(ip.starts_with("10."), "pod IP {ip:?}");
+    assert_eq!(e.net.veths().len(), 1);
+
+    let c = create(
+        &mut e,
+        &pod,
+        "main",
+        &["sh", "-c", "echo hello; echo oops >&2; exec sleep 1000"],
+    )
+    .await;
+    assert_eq!(
+        status(&mut e, &c).await.state,
+        cri::ContainerState::ContainerCreated as i32
+    );
+    start(&mut e, &c).await;
+    let s = status(&mut e, &c).await;
+    assert_eq!(s.state, cri::ContainerState::ContainerRunning as i32);
+    assert!(s.started_at >= s.created_at && s.created_at > 0);
+    assert!(s.log_path.ends_with("life/main.log"), "{}", s.log_path);
+
+    // exec: output, exit codes, the container's view of the world.
+    let r = exec(&mut e, &c, &["echo", "-n", "hi"], 10).await.unwrap();
+    assert_eq!(
+        (r.stdout.as_slice(), r.stderr.as_slice(), r.exit_code),
+        (&b"hi"[..], &b""[..], 0)
+    );
+    let r = exec(&mut e, &c, &["sh", "-c", "echo e >&2; exit 3"], 10)
+        .await
+        .unwrap();
+    assert_eq!((r.stderr.as_slice(), r.exit_code), (&b"e\n"[..], 3));
+    let r = exec(&mut e, &c, &["hostname"], 10).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "life\n");
+    let r = exec(&mut e, &c, &["cat", "/proc/1/cmdline"], 10)
+        .await
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&r.stdout).contains("sleep"),
+        "PID 1 of the pod is not the pod init"
+    );
+    let r = exec(&mut e, &c, &["cat", "/proc/net/fib_trie"], 10)
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&r.stdout).contains(&ip),
+        "pod IP {ip} not in the container's netns"
+    );
+
+    // A timed-out exec is an error and its process is gone when it returns.
+    let t = Instant::now();
+    let err = exec(&mut e, &c, &["sleep", "4321"], 1).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+    assert!(t.elapsed() < Duration::from_secs(10));
+    let r = exec(
+        &mut e,
+        &c,
+        &["sh", "-c", "ps -o args | grep -c '^sleep 4321' || true"],
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), "0");
+
+    // The log has both streams in CRI format.
+    let lines = log_lines(&s.log_path);
+    assert!(
+        lines.contains(&("stdout".into(), "hello".into())),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&("stderr".into(), "oops".into())),
+        "{lines:?}"
+    );
+
+    // Listing with filters.
+    let all =
+        e.rt.list_containers(cri::ListContainersRequest {
+            filter: Some(cri::ContainerFilter {
+                pod_sandbox_id: pod[..12].to_string(),
+                state: Some(cri::ContainerStateValue {
+                    state: cri::ContainerState::ContainerRunning as i32,
+                }),
+                label_selector: HashMap::from([("c".to_string(), "main".to_string())]),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].id, c);
+
+    // Stop: sleep dies of SIGTERM (it is not PID 1 of the pod).
+    e.rt.stop_container(cri::StopContainerRequest {
+        container_id: c.clone(),
+        timeout: 10,
+    })
+    .await
+    .unwrap();
+    let s = wait_state(&mut e, &c, cri::ContainerState::ContainerExited).await;
+    assert_eq!((s.exit_code, s.reason.as_str()), (143, "Error"));
+    assert!(s.finished_at >= s.started_at);
+
+    // An exit of its own, recorded with its code.
+    let c2 = create(&mut e, &pod, "quick", &["sh", "-c", "exit 7"]).await;
+    start(&mut e, &c2).await;
+    let s2 = wait_state(&mut e, &c2, cri::ContainerState::ContainerExited).await;
+    assert_eq!((s2.exit_code, s2.reason.as_str()), (7, "Error"));
+    let c3 = create(&mut e, &pod, "ok", &["true"]).await;
+    start(&mut e, &c3).await;
+    let s3 = wait_state(&mut e, &c3, cri::ContainerState::ContainerExited).await;
+    assert_eq!((s3.exit_code, s3.reason.as_str()), (0, "Completed"));
+
+    // Remove one container directly; the pod removal takes the others.
+    e.rt.remove_container(cri::RemoveContainerRequest {
+        container_id: c.clone(),
+    })
+    .await
+    .unwrap();
+    e.rt.remove_container(cri::RemoveContainerRequest {
+        container_id: c.clone(),
+    })
+    .await
+    .unwrap();
+    let err =
+        e.rt.container_status(cri::ContainerStatusRequest {
+            container_id: c.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    stop_remove_pod(&mut e, &pod).await;
+    stop_remove_pod(&mut e, &pod).await;
+    assert_no_leaks(&e, &[pod, c, c2, c3]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lifecycle_with_builtin_handler() {
+    lifecycle("").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lifecycle_with_runc() {
+    lifecycle("runc").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn names_are_unique_and_unknown_ids_are_fine() {
+    let mut e = env().await;
+    let pod = run_pod(&mut e, "uniq", "").await;
+    let err =
+        e.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config("uniq", &e.d.dir.path().join("logs/uniq"))),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::AlreadyExists, "{err:?}");
+    let c = create(&mut e, &pod, "one", &["sleep", "100"]).await;
+    let config = pod_config_of(&mut e, &pod).await;
+    let err =
+        e.rt.create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(container_config("one", &e.image, &["sleep", "1"])),
+            sandbox_config: Some(config),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::AlreadyExists, "{err:?}");
+    let err =
+        e.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config("other", &e.d.dir.path().join("logs/other"))),
+            runtime_handler: "no-such-handler".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+
+    let unknown = "0123456789abcdef0123456789abcdef".to_string();
+    e.rt.stop_container(cri::StopContainerRequest {
+        container_id: unknown.clone(),
+        timeout: 0,
+    })
+    .await
+    .unwrap();
+    e.rt.remove_container(cri::RemoveContainerRequest {
+        container_id: unknown.clone(),
+    })
+    .await
+    .unwrap();
+    e.rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: unknown.clone(),
+    })
+    .await
+    .unwrap();
+    e.rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: unknown.clone(),
+    })
+    .await
+    .unwrap();
+    let err =
+        e.rt.start_container(cri::StartContainerRequest {
+            container_id: unknown,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+
+    // Removing a running container kills it; the name is free again.
+    start(&mut e, &c).await;
+    e.rt.remove_container(cri::RemoveContainerRequest {
+        container_id: c.clone(),
+    })
+    .await
+    .unwrap();
+    let c2 = create(&mut e, &pod, "one", &["sleep", "100"]).await;
+    stop_remove_pod(&mut e, &pod).await;
+    assert_no_leaks(&e, &[pod, c, c2]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn containers_survive_a_daemon_kill() {
+    let mut e = env().await;
+    let pod = run_pod(&mut e, "survivor", "").await;
+    let long = create(
+        &mut e,
+        &pod,
+        "long",
+        &["sh", "-c", "while true; do echo tick; sleep 0.2; done"],
+    )
+    .await;
+    let short = create(&mut e, &pod, "short", &["sh", "-c", "sleep 1; exit 5"]).await;
+    start(&mut e, &long).await;
+    start(&mut e, &short).await;
+    e.d.kill9();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    e.d.spawn();
+    e.rt = e.d.runtime().await;
+
+    assert_eq!(
+        pod_status(&mut e, &pod).await.state,
+        cri::PodSandboxState::SandboxReady as i32
+    );
+    let s = status(&mut e, &short).await;
+    assert_eq!(
+        (s.state, s.exit_code),
+        (cri::ContainerState::ContainerExited as i32, 5),
+        "{s:?}"
+    );
+    let l = status(&mut e, &long).await;
+    assert_eq!(l.state, cri::ContainerState::ContainerRunning as i32);
+    let before = log_lines(&l.log_path).len();
+    let r = exec(&mut e, &long, &["echo", "-n", "still here"], 10)
+        .await
+        .unwrap();
+    assert_eq!(r.stdout, b"still here");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        log_lines(&l.log_path).len() > before,
+        "the log stopped after the restart"
+    );
+    let pods =
+        e.rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .items;
+    assert_eq!(pods.len(), 1);
+    stop_remove_pod(&mut e, &pod).await;
+    assert_no_leaks(&e, &[pod, long, short]);
+}

@@ -1,0 +1,236 @@
+//! What the daemon and a monitor say to each other.
+//!
+//! One request per connection on the monitor's unix socket: the daemon
+//! writes one JSON line, the monitor answers with one JSON line and closes.
+//! Requests that wait (stop, exec) simply answer later; the daemon sets its
+//! own deadline. The monitor also persists every container's [`State`] in
+//! `<pod dir>/containers/<id>.json`, so the daemon can read states without
+//! asking, and after the monitor itself is gone.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// How the monitor sets up the pod, written by the daemon to
+/// `<pod dir>/pod.json` before it starts the monitor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PodSpec {
+    /// The sandbox id.
+    pub id: String,
+    /// A network namespace to join (a bind-mounted nsfs file); `None`
+    /// means the host's.
+    pub netns: Option<PathBuf>,
+    /// A new IPC namespace (else the host's).
+    pub new_ipc: bool,
+    /// A new UTS namespace with this host name (else the host's).
+    pub hostname: Option<String>,
+    /// A pod-wide PID namespace whose PID 1 is the monitor's pod init.
+    pub new_pid: bool,
+    /// Namespaced sysctls written inside the pod's namespaces.
+    pub sysctls: BTreeMap<String, String>,
+    /// How containers are run.
+    pub handler: Handler,
+}
+
+/// Who creates and starts containers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Handler {
+    /// youki's libcontainer, inside the monitor.
+    Builtin,
+    /// An OCI runtime binary driven through its command line (runc, crun).
+    Oci { path: PathBuf },
+}
+
+/// A request from the daemon.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "op")]
+pub enum Request {
+    /// Is the monitor alive? Answers [`Reply::Pong`].
+    Ping,
+    /// Creates a container from an OCI bundle (its `config.json` is final)
+    /// with its output going to `log_path`.
+    Create {
+        id: String,
+        bundle: PathBuf,
+        log_path: Option<PathBuf>,
+        /// Written to the init's `/proc/<pid>/oom_score_adj` (already clamped).
+        oom_score_adj: Option<i32>,
+        /// The memory cgroup directory whose OOM-kill counter tells OOMKilled.
+        memory_cgroup: Option<PathBuf>,
+    },
+    /// Starts a created container.
+    Start { id: String },
+    /// Sends `signal`, waits up to `timeout_secs`, then SIGKILLs; answers
+    /// when the container has exited.
+    Stop {
+        id: String,
+        signal: i32,
+        timeout_secs: u64,
+    },
+    /// Runs a process in a running container and returns its output.
+    Exec {
+        id: String,
+        /// The OCI `process` object (JSON).
+        process: serde_json::Value,
+        /// 0 means no timeout.
+        timeout_secs: u64,
+    },
+    /// Opens the container's log file again (after rotation).
+    ReopenLog { id: String },
+    /// Kills the container if it runs and forgets it.
+    Delete { id: String },
+    /// Kills every container, forgets them and exits.
+    Shutdown,
+}
+
+/// The monitor's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "reply")]
+pub enum Reply {
+    Pong { pid: i32, pod_init: Option<i32> },
+    Done,
+    State(State),
+    Exec(ExecResult),
+    Error { kind: ErrorKind, message: String },
+}
+
+/// How a failed request should be reported.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    NotFound,
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    Internal,
+}
+
+/// A container's lifecycle, as the monitor knows it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Created,
+    Running,
+    Exited,
+}
+
+/// One container's runtime state. Times are nanoseconds since the epoch.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct State {
+    pub id: String,
+    pub status: Status,
+    pub pid: Option<i32>,
+    pub created_at: i64,
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub exit_code: i32,
+    /// "OOMKilled", "Error", "Completed" once exited.
+    pub reason: String,
+    pub message: String,
+}
+
+/// The result of an exec.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExecResult {
+    pub exit_code: i32,
+    #[serde(with = "b64")]
+    pub stdout: Vec<u8>,
+    #[serde(with = "b64")]
+    pub stderr: Vec<u8>,
+    pub timed_out: bool,
+}
+
+mod b64 {
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// The socket, pod spec and state files of a pod directory.
+pub mod paths {
+    use std::path::{Path, PathBuf};
+
+    pub fn socket(pod_dir: &Path) -> PathBuf {
+        pod_dir.join(SOCKET)
+    }
+
+    /// The socket's file name in the pod directory.
+    pub const SOCKET: &str = "monitor.sock";
+
+    /// A path to `name` in `dir` short enough for `sockaddr_un` (108
+    /// bytes), whatever the length of `dir`: through the fd of the opened
+    /// directory. Keep `dir_fd` open while the path is used.
+    pub fn short(dir_fd: &std::fs::File, name: &str) -> PathBuf {
+        use std::os::fd::AsRawFd;
+        PathBuf::from(format!("/proc/self/fd/{}/{name}", dir_fd.as_raw_fd()))
+    }
+    pub fn pod_spec(pod_dir: &Path) -> PathBuf {
+        pod_dir.join("pod.json")
+    }
+    pub fn state(pod_dir: &Path, id: &str) -> PathBuf {
+        pod_dir.join("containers").join(format!("{id}.json"))
+    }
+    pub fn states(pod_dir: &Path) -> PathBuf {
+        pod_dir.join("containers")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_replies_round_trip_as_one_json_line() {
+        let r = Request::Stop {
+            id: "c1".into(),
+            signal: 15,
+            timeout_secs: 30,
+        };
+        let line = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            line,
+            r#"{"op":"stop","id":"c1","signal":15,"timeout_secs":30}"#
+        );
+        let back: Request = serde_json::from_str(&line).unwrap();
+        assert!(matches!(back, Request::Stop { signal: 15, .. }));
+
+        let e = Reply::Exec(ExecResult {
+            exit_code: 1,
+            stdout: b"out\n".to_vec(),
+            stderr: vec![0, 255],
+            timed_out: false,
+        });
+        let line = serde_json::to_string(&e).unwrap();
+        assert!(!line.contains('\n'));
+        let Reply::Exec(back) = serde_json::from_str(&line).unwrap() else {
+            panic!("not an exec reply: {line}");
+        };
+        assert_eq!(back.stdout, b"out\n");
+        assert_eq!(back.stderr, vec![0, 255]);
+    }
+
+    #[test]
+    fn handler_spelling() {
+        let h: Handler = serde_json::from_str(r#"{"kind":"oci","path":"/usr/sbin/runc"}"#).unwrap();
+        assert_eq!(
+            h,
+            Handler::Oci {
+                path: "/usr/sbin/runc".into()
+            }
+        );
+        let h: Handler = serde_json::from_str(r#"{"kind":"builtin"}"#).unwrap();
+        assert_eq!(h, Handler::Builtin);
+    }
+}

@@ -1,0 +1,706 @@
+//! The monitor's event loop: one thread, one tokio current-thread runtime.
+//!
+//! It accepts the daemon's requests, creates containers through the
+//! [`Runner`], pumps their output into CRI log files, reaps every child on
+//! SIGCHLD and records exits (with OOM kills) in per-container state files.
+//! Nothing here may start a thread: libcontainer forks with raw `clone3`,
+//! which deadlocks if another thread holds the allocator's lock. That is
+//! why there is no `tokio::fs`, `spawn_blocking` or `tokio::process` here.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use berth_logs::{LogWriter, Stream};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::pipe;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{oneshot, watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::handler::{dev_null, Runner, Stdio3};
+use crate::protocol::{paths, ErrorKind, ExecResult, Reply, Request, State, Status};
+
+/// The most output an exec returns per stream; the rest is dropped.
+const MAX_EXEC_OUTPUT: usize = 16 << 20;
+/// How long output may keep flowing after a process exited (a background
+/// child may hold the pipe open for ever).
+const DRAIN: Duration = Duration::from_secs(2);
+/// How long a SIGKILLed process may take to be reaped.
+const KILL_WAIT: Duration = Duration::from_secs(30);
+
+type Shared = Rc<RefCell<Monitor>>;
+
+struct Container {
+    state: State,
+    log: Option<Rc<RefCell<LogWriter>>>,
+    pumps: Vec<JoinHandle<()>>,
+    exited: watch::Sender<bool>,
+    memory_cgroup: Option<PathBuf>,
+    ooms_before: u64,
+}
+
+enum Owner {
+    Init(String),
+    Exec(oneshot::Sender<i32>),
+}
+
+struct Monitor {
+    dir: PathBuf,
+    runner: Runner,
+    containers: HashMap<String, Container>,
+    owners: HashMap<i32, Owner>,
+    pod_init: Option<Pid>,
+    exec_seq: u64,
+    quit: Rc<Notify>,
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+fn fail(kind: ErrorKind, message: impl Into<String>) -> Reply {
+    Reply::Error {
+        kind,
+        message: message.into(),
+    }
+}
+
+fn not_found(id: &str) -> Reply {
+    fail(
+        ErrorKind::NotFound,
+        format!("container {id} is not known to the pod's monitor"),
+    )
+}
+
+/// Runs the loop until a Shutdown request; `listener` is already bound.
+pub async fn serve(
+    dir: PathBuf,
+    runner: Runner,
+    pod_init: Option<Pid>,
+    listener: UnixListener,
+) -> io::Result<()> {
+    let quit = Rc::new(Notify::new());
+    let mon: Shared = Rc::new(RefCell::new(Monitor {
+        dir,
+        runner,
+        containers: HashMap::new(),
+        owners: HashMap::new(),
+        pod_init,
+        exec_seq: 0,
+        quit: quit.clone(),
+    }));
+    let mut sigchld = signal(SignalKind::child())?;
+    let reaper = {
+        let mon = mon.clone();
+        tokio::task::spawn_local(async move {
+            loop {
+                reap(&mon);
+                if sigchld.recv().await.is_none() {
+                    break;
+                }
+            }
+        })
+    };
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((conn, _)) => {
+                    tokio::task::spawn_local(handle(mon.clone(), conn));
+                }
+                Err(e) => eprintln!("berth monitor: accept: {e}"),
+            },
+            _ = quit.notified() => break,
+        }
+    }
+    reaper.abort();
+    Ok(())
+}
+
+async fn handle(mon: Shared, conn: UnixStream) {
+    let (rd, mut wr) = conn.into_split();
+    let mut line = String::new();
+    let mut rd = BufReader::new(rd.take(4 << 20));
+    if rd.read_line(&mut line).await.is_err() {
+        return;
+    }
+    let mut quit_after = false;
+    let reply = match serde_json::from_str::<Request>(&line) {
+        Ok(req) => {
+            quit_after = matches!(req, Request::Shutdown);
+            dispatch(&mon, req).await
+        }
+        Err(e) => fail(ErrorKind::InvalidArgument, format!("bad request: {e}")),
+    };
+    let mut out = serde_json::to_vec(&reply).unwrap_or_default();
+    out.push(b'\n');
+    let _ = wr.write_all(&out).await;
+    let _ = wr.shutdown().await;
+    if quit_after {
+        let quit = mon.borrow().quit.clone();
+        quit.notify_one();
+    }
+}
+
+async fn dispatch(mon: &Shared, req: Request) -> Reply {
+    match req {
+        Request::Ping => Reply::Pong {
+            pid: std::process::id() as i32,
+            pod_init: mon.borrow().pod_init.map(Pid::as_raw),
+        },
+        Request::Create {
+            id,
+            bundle,
+            log_path,
+            oom_score_adj,
+            memory_cgroup,
+        } => create(mon, id, &bundle, log_path, oom_score_adj, memory_cgroup),
+        Request::Start { id } => start(mon, &id),
+        Request::Stop {
+            id,
+            signal,
+            timeout_secs,
+        } => stop(mon, &id, signal, Duration::from_secs(timeout_secs)).await,
+        Request::Exec {
+            id,
+            process,
+            timeout_secs,
+        } => exec(mon, &id, process, timeout_secs).await,
+        Request::ReopenLog { id } => reopen(mon, &id),
+        Request::Delete { id } => delete(mon, &id).await,
+        Request::Shutdown => shutdown(mon).await,
+    }
+}
+
+/// Whatever is buffered in a pipe right now (up to 64 KiB), without waiting.
+fn drain_now(fd: &OwnedFd) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    let flags = rustix::fs::OFlags::NONBLOCK;
+    let _ = rustix::fs::fcntl_setfl(fd, flags);
+    while out.len() < 64 * 1024 {
+        match rustix::io::read(fd, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    out
+}
+
+fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    Ok((r, w))
+}
+
+fn create(
+    mon: &Shared,
+    id: String,
+    bundle: &Path,
+    log_path: Option<PathBuf>,
+    oom_score_adj: Option<i32>,
+    memory_cgroup: Option<PathBuf>,
+) -> Reply {
+    if mon.borrow().containers.contains_key(&id) {
+        return fail(
+            ErrorKind::AlreadyExists,
+            format!("container {id} already exists"),
+        );
+    }
+    let log = match log_path
+        .as_deref()
+        .map(|p| LogWriter::open(p, berth_logs::DEFAULT_MAX_LINE))
+    {
+        Some(Ok(w)) => Some(Rc::new(RefCell::new(w))),
+        Some(Err(e)) => {
+            return fail(
+                ErrorKind::FailedPrecondition,
+                format!(
+                    "opening the log file {}: {e}",
+                    log_path.unwrap_or_default().display()
+                ),
+            )
+        }
+        None => None,
+    };
+    let pipes = (|| -> io::Result<_> { Ok((pipe_pair()?, pipe_pair()?, dev_null()?)) })();
+    let ((out_r, out_w), (err_r, err_w), stdin) = match pipes {
+        Ok(p) => p,
+        Err(e) => return fail(ErrorKind::Internal, format!("creating pipes: {e}")),
+    };
+    let stdio = Stdio3 {
+        stdin,
+        stdout: out_w,
+        stderr: err_w,
+    };
+    let created = mon.borrow().runner.create(&id, bundle, stdio);
+    let pid = match created {
+        Ok(pid) => pid,
+        Err(e) => {
+            let _ = mon.borrow().runner.delete(&id);
+            // What the runtime's init printed says why, more than its error.
+            let said = [drain_now(&err_r), drain_now(&out_r)].concat();
+            let said = String::from_utf8_lossy(&said);
+            let detail = said.trim();
+            return if detail.is_empty() {
+                fail(ErrorKind::Internal, e.to_string())
+            } else {
+                fail(ErrorKind::Internal, format!("{e}: {detail}"))
+            };
+        }
+    };
+    if let Some(adj) = oom_score_adj {
+        if let Err(e) = std::fs::write(format!("/proc/{pid}/oom_score_adj"), adj.to_string()) {
+            eprintln!("berth monitor: oom_score_adj {adj} for {id}: {e}");
+        }
+    }
+    let ooms_before = memory_cgroup.as_deref().map(oom_kills).unwrap_or(0);
+    let mut pumps = Vec::new();
+    for (fd, stream) in [(out_r, Stream::Stdout), (err_r, Stream::Stderr)] {
+        match pipe::Receiver::from_owned_fd(fd) {
+            Ok(rx) => pumps.push(tokio::task::spawn_local(pump(rx, stream, log.clone()))),
+            Err(e) => eprintln!("berth monitor: output pipe of {id}: {e}"),
+        }
+    }
+    let state = State {
+        id: id.clone(),
+        status: Status::Created,
+        pid: Some(pid),
+        created_at: now_ns(),
+        started_at: 0,
+        finished_at: 0,
+        exit_code: 0,
+        reason: String::new(),
+        message: String::new(),
+    };
+    let (exited, _) = watch::channel(false);
+    let mut m = mon.borrow_mut();
+    persist(&m.dir, &state);
+    m.owners.insert(pid, Owner::Init(id.clone()));
+    m.containers.insert(
+        id,
+        Container {
+            state: state.clone(),
+            log,
+            pumps,
+            exited,
+            memory_cgroup,
+            ooms_before,
+        },
+    );
+    Reply::State(state)
+}
+
+async fn pump(mut rx: pipe::Receiver, stream: Stream, log: Option<Rc<RefCell<LogWriter>>>) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match rx.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if let Some(log) = &log {
+                    if let Err(e) = log
+                        .borrow_mut()
+                        .write(stream, &buf[..n], chrono::Utc::now())
+                    {
+                        eprintln!("berth monitor: writing the log: {e}");
+                    }
+                }
+            }
+        }
+    }
+    if let Some(log) = &log {
+        let _ = log.borrow_mut().finish(stream, chrono::Utc::now());
+    }
+}
+
+fn start(mon: &Shared, id: &str) -> Reply {
+    let status = match mon.borrow().containers.get(id) {
+        Some(c) => c.state.status,
+        None => return not_found(id),
+    };
+    if status != Status::Created {
+        return fail(
+            ErrorKind::FailedPrecondition,
+            format!("container {id} is {status:?}, not created"),
+        );
+    }
+    let started = mon.borrow().runner.start(id);
+    if let Err(e) = started {
+        return fail(ErrorKind::Internal, e.to_string());
+    }
+    let mut m = mon.borrow_mut();
+    let dir = m.dir.clone();
+    let Some(c) = m.containers.get_mut(id) else {
+        return not_found(id);
+    };
+    // The process may already have exited and been recorded.
+    if c.state.status == Status::Created {
+        c.state.status = Status::Running;
+    }
+    c.state.started_at = now_ns();
+    persist(&dir, &c.state);
+    Reply::State(c.state.clone())
+}
+
+/// Reaps every exited child and hands each exit to its owner.
+fn reap(mon: &Shared) {
+    loop {
+        let (pid, code) = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => (pid, code),
+            Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, 128 + sig as i32),
+            Ok(WaitStatus::StillAlive) | Err(_) => return,
+            Ok(_) => continue,
+        };
+        let owner = mon.borrow_mut().owners.remove(&pid.as_raw());
+        match owner {
+            Some(Owner::Init(id)) => {
+                tokio::task::spawn_local(finish(mon.clone(), id, code));
+            }
+            Some(Owner::Exec(tx)) => {
+                let _ = tx.send(code);
+            }
+            None => {
+                if mon.borrow().pod_init == Some(pid) {
+                    eprintln!("berth monitor: the pod init exited ({code})");
+                    mon.borrow_mut().pod_init = None;
+                }
+            }
+        }
+    }
+}
+
+/// Records a container's exit once its output is drained.
+async fn finish(mon: Shared, id: String, code: i32) {
+    let (pumps, memory_cgroup) = {
+        let mut m = mon.borrow_mut();
+        let Some(c) = m.containers.get_mut(&id) else {
+            return;
+        };
+        (std::mem::take(&mut c.pumps), c.memory_cgroup.clone())
+    };
+    // What the init left behind (in a PID namespace shared with other
+    // containers it survives the init) goes too, as with runc's shims.
+    if let Some(cg) = &memory_cgroup {
+        kill_cgroup(cg);
+    }
+    let drained = tokio::time::timeout(DRAIN, futures_join(pumps)).await;
+    if drained.is_err() {
+        eprintln!("berth monitor: output of {id} still open {DRAIN:?} after it exited");
+    }
+    let mut m = mon.borrow_mut();
+    let dir = m.dir.clone();
+    let Some(c) = m.containers.get_mut(&id) else {
+        return;
+    };
+    let oom = c
+        .memory_cgroup
+        .as_deref()
+        .map(|cg| oom_kills(cg) > c.ooms_before)
+        .unwrap_or(false);
+    c.state.status = Status::Exited;
+    c.state.pid = None;
+    c.state.finished_at = now_ns();
+    c.state.exit_code = code;
+    c.state.reason = if oom {
+        "OOMKilled"
+    } else if code == 0 {
+        "Completed"
+    } else {
+        "Error"
+    }
+    .into();
+    persist(&dir, &c.state);
+    let _ = c.exited.send(true);
+}
+
+async fn futures_join(handles: Vec<JoinHandle<()>>) {
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+fn signal_pid(pid: i32, sig: Signal) {
+    let _ = kill(Pid::from_raw(pid), sig);
+}
+
+/// Waits until the container is recorded as exited.
+async fn wait_exited(mon: &Shared, id: &str, limit: Option<Duration>) -> bool {
+    let mut rx = match mon.borrow().containers.get(id) {
+        Some(c) => c.exited.subscribe(),
+        None => return true,
+    };
+    let wait = rx.wait_for(|e| *e);
+    match limit {
+        Some(l) => matches!(tokio::time::timeout(l, wait).await, Ok(Ok(_))),
+        None => wait.await.is_ok(),
+    }
+}
+
+/// SIGKILLs the container (init and cgroup) and waits for its exit.
+async fn kill_now(mon: &Shared, id: &str) -> Result<(), Reply> {
+    let (pid, cg) = match mon.borrow().containers.get(id) {
+        Some(c) if c.state.status != Status::Exited => (c.state.pid, c.memory_cgroup.clone()),
+        _ => return Ok(()),
+    };
+    if let Some(pid) = pid {
+        signal_pid(pid, Signal::SIGKILL);
+    }
+    if let Some(cg) = &cg {
+        kill_cgroup(cg);
+    }
+    if wait_exited(mon, id, Some(KILL_WAIT)).await {
+        Ok(())
+    } else {
+        Err(fail(
+            ErrorKind::Internal,
+            format!("container {id} did not die within {KILL_WAIT:?} of SIGKILL"),
+        ))
+    }
+}
+
+async fn stop(mon: &Shared, id: &str, sig: i32, timeout: Duration) -> Reply {
+    let (status, pid) = match mon.borrow().containers.get(id) {
+        Some(c) => (c.state.status, c.state.pid),
+        None => return not_found(id),
+    };
+    if status == Status::Running && !timeout.is_zero() {
+        let sig = Signal::try_from(sig).unwrap_or(Signal::SIGTERM);
+        if let Some(pid) = pid {
+            signal_pid(pid, sig);
+        }
+        if wait_exited(mon, id, Some(timeout)).await {
+            return state_of(mon, id);
+        }
+    }
+    if status != Status::Exited {
+        if let Err(r) = kill_now(mon, id).await {
+            return r;
+        }
+    }
+    state_of(mon, id)
+}
+
+fn state_of(mon: &Shared, id: &str) -> Reply {
+    match mon.borrow().containers.get(id) {
+        Some(c) => Reply::State(c.state.clone()),
+        None => not_found(id),
+    }
+}
+
+async fn exec(mon: &Shared, id: &str, process: serde_json::Value, timeout_secs: u64) -> Reply {
+    match mon.borrow().containers.get(id) {
+        Some(c) if c.state.status == Status::Running && !*c.exited.borrow() => {}
+        Some(c) => {
+            return fail(
+                ErrorKind::FailedPrecondition,
+                format!("container {id} is not running ({:?})", c.state.status),
+            )
+        }
+        None => return not_found(id),
+    }
+    let (dir, seq) = {
+        let mut m = mon.borrow_mut();
+        m.exec_seq += 1;
+        (m.dir.join("exec"), m.exec_seq)
+    };
+    let process_file = dir.join(format!("{seq}.json"));
+    let pid_file = dir.join(format!("{seq}.pid"));
+    let written = std::fs::create_dir_all(&dir)
+        .and_then(|_| std::fs::write(&process_file, process.to_string()));
+    if let Err(e) = written {
+        return fail(
+            ErrorKind::Internal,
+            format!("writing {}: {e}", process_file.display()),
+        );
+    }
+    let pipes = (|| -> io::Result<_> { Ok((pipe_pair()?, pipe_pair()?, dev_null()?)) })();
+    let ((out_r, out_w), (err_r, err_w), stdin) = match pipes {
+        Ok(p) => p,
+        Err(e) => return fail(ErrorKind::Internal, format!("creating pipes: {e}")),
+    };
+    let stdio = Stdio3 {
+        stdin,
+        stdout: out_w,
+        stderr: err_w,
+    };
+    let started = mon
+        .borrow()
+        .runner
+        .exec(id, &process_file, stdio, &pid_file);
+    let _ = std::fs::remove_file(&process_file);
+    let pid = match started {
+        Ok(pid) => pid,
+        Err(e) => return fail(ErrorKind::Internal, e.to_string()),
+    };
+    let (tx, rx) = oneshot::channel();
+    mon.borrow_mut().owners.insert(pid, Owner::Exec(tx));
+    // The process may have exited before it was registered.
+    reap(mon);
+
+    let stdout = Rc::new(RefCell::new(Vec::new()));
+    let stderr = Rc::new(RefCell::new(Vec::new()));
+    let readers = [(out_r, stdout.clone()), (err_r, stderr.clone())].map(|(fd, buf)| {
+        tokio::task::spawn_local(async move {
+            let Ok(mut rx) = pipe::Receiver::from_owned_fd(fd) else {
+                return;
+            };
+            let mut chunk = vec![0u8; 16 * 1024];
+            loop {
+                match rx.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let mut b = buf.borrow_mut();
+                        let room = MAX_EXEC_OUTPUT.saturating_sub(b.len());
+                        b.extend_from_slice(&chunk[..n.min(room)]);
+                    }
+                }
+            }
+        })
+    });
+    let mut timed_out = false;
+    let code = if timeout_secs == 0 {
+        rx.await.unwrap_or(-1)
+    } else {
+        tokio::pin!(rx);
+        match tokio::time::timeout(Duration::from_secs(timeout_secs), &mut rx).await {
+            Ok(code) => code.unwrap_or(-1),
+            Err(_) => {
+                timed_out = true;
+                signal_pid(pid, Signal::SIGKILL);
+                tokio::time::timeout(KILL_WAIT, rx)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or(137)
+            }
+        }
+    };
+    for mut r in readers {
+        // A child of the exec may hold the pipe: return what we have.
+        if tokio::time::timeout(DRAIN, &mut r).await.is_err() {
+            r.abort();
+        }
+    }
+    let stdout = stdout.take();
+    let stderr = stderr.take();
+    Reply::Exec(ExecResult {
+        exit_code: code,
+        stdout,
+        stderr,
+        timed_out,
+    })
+}
+
+fn reopen(mon: &Shared, id: &str) -> Reply {
+    let log = match mon.borrow().containers.get(id) {
+        Some(c) => c.log.clone(),
+        None => return not_found(id),
+    };
+    let Some(log) = log else {
+        return fail(
+            ErrorKind::FailedPrecondition,
+            format!("container {id} has no log file"),
+        );
+    };
+    let reopened = log.borrow_mut().reopen();
+    match reopened {
+        Ok(()) => Reply::Done,
+        Err(e) => fail(ErrorKind::Internal, format!("reopening the log: {e}")),
+    }
+}
+
+async fn delete(mon: &Shared, id: &str) -> Reply {
+    if !mon.borrow().containers.contains_key(id) {
+        // Forget anything the runtime may still hold under this id.
+        let _ = mon.borrow().runner.delete(id);
+        let _ = std::fs::remove_file(paths::state(&mon.borrow().dir, id));
+        return Reply::Done;
+    }
+    if let Err(r) = kill_now(mon, id).await {
+        return r;
+    }
+    let deleted = mon.borrow().runner.delete(id);
+    if let Err(e) = deleted {
+        return fail(ErrorKind::Internal, e.to_string());
+    }
+    let mut m = mon.borrow_mut();
+    if let Some(c) = m.containers.remove(id) {
+        for p in c.pumps {
+            p.abort();
+        }
+    }
+    let _ = std::fs::remove_file(paths::state(&m.dir, id));
+    Reply::Done
+}
+
+async fn shutdown(mon: &Shared) -> Reply {
+    let ids: Vec<String> = mon.borrow().containers.keys().cloned().collect();
+    let mut errors = Vec::new();
+    for id in &ids {
+        if let Err(Reply::Error { message, .. }) = kill_now(mon, id).await {
+            errors.push(message);
+        }
+        let deleted = mon.borrow().runner.delete(id);
+        if let Err(e) = deleted {
+            errors.push(e.to_string());
+        }
+    }
+    let init = mon.borrow().pod_init;
+    if let Some(init) = init {
+        let _ = kill(init, Signal::SIGKILL);
+        let _ = waitpid(init, None);
+    }
+    if errors.is_empty() {
+        Reply::Done
+    } else {
+        fail(ErrorKind::Internal, errors.join("; "))
+    }
+}
+
+/// The cgroup's OOM-kill counter (v1 `memory.oom_control`, v2 `memory.events`).
+fn oom_kills(cg: &Path) -> u64 {
+    for (file, key) in [
+        ("memory.oom_control", "oom_kill "),
+        ("memory.events", "oom_kill "),
+    ] {
+        if let Ok(text) = std::fs::read_to_string(cg.join(file)) {
+            if let Some(n) = text
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|n| n.trim().parse().ok())
+            {
+                return n;
+            }
+        }
+    }
+    0
+}
+
+/// SIGKILLs every process in the cgroup.
+fn kill_cgroup(cg: &Path) {
+    if let Ok(text) = std::fs::read_to_string(cg.join("cgroup.procs")) {
+        for pid in text.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            signal_pid(pid, Signal::SIGKILL);
+        }
+    }
+}
+
+fn persist(dir: &Path, state: &State) {
+    let path = paths::state(dir, &state.id);
+    let tmp = path.with_extension("json.tmp");
+    let data = serde_json::to_vec(state).unwrap_or_default();
+    let result = std::fs::write(&tmp, data).and_then(|_| std::fs::rename(&tmp, &path));
+    if let Err(e) = result {
+        eprintln!("berth monitor: saving {}: {e}", path.display());
+    }
+}

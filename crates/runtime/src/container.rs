@@ -1,0 +1,874 @@
+//! Containers: CreateContainer, StartContainer, StopContainer,
+//! RemoveContainer, ContainerStatus, ListContainers, ExecSync,
+//! UpdateContainerResources, ReopenContainerLog.
+//!
+//! The daemon prepares a container (root filesystem overlay, OCI spec,
+//! bundle, log path) and hands it to the pod's monitor, which creates,
+//! starts, signals and reaps it. The monitor's state file is the truth
+//! about the container's lifecycle; the record here is what was asked.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use berth_cri::runtime::v1 as cri;
+use berth_monitor::client::ClientError;
+use berth_monitor::protocol::{Request, State, Status};
+use berth_snapshot::{Overlay, OverlaySpec};
+use nix::sys::signal::Signal;
+use oci_spec::runtime::Spec;
+use serde::{Deserialize, Serialize};
+
+use crate::cgroups;
+use crate::error::{io, Error, Result};
+use crate::sandbox::SandboxRecord;
+use crate::{now_ns, resolve_prefix, Runtime};
+
+/// Slack on top of the stop timeout for the monitor's answer.
+const STOP_SLACK: Duration = Duration::from_secs(45);
+
+/// Who the container runs as (for ContainerStatus.user).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+/// What Berth keeps about a container.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub sandbox_id: String,
+    pub config: cri::ContainerConfig,
+    /// The image's id (its config digest).
+    pub image_id: String,
+    /// A repo digest of the image, else its id.
+    pub image_ref: String,
+    /// The image name to report (its first tag, else what was asked).
+    pub image_name: String,
+    pub created_at: i64,
+    /// Absolute log path, if the pod has a log directory.
+    pub log_path: Option<PathBuf>,
+    /// The image's STOPSIGNAL.
+    pub image_stop_signal: Option<String>,
+    /// Layer snapshots the root filesystem uses.
+    pub chains: Vec<String>,
+    pub cgroups_path: String,
+    pub user: User,
+    /// The resources last applied.
+    pub resources: Option<cri::LinuxContainerResources>,
+    /// The pod's name, namespace and uid, for the name key.
+    pub pod_key: String,
+}
+
+impl ContainerRecord {
+    pub fn metadata(&self) -> cri::ContainerMetadata {
+        self.config.metadata.clone().unwrap_or_default()
+    }
+
+    pub fn name_key(&self) -> String {
+        let m = self.metadata();
+        format!("{}_{}_{}", m.name, self.pod_key, m.attempt)
+    }
+}
+
+/// Root filesystem directories of a container.
+struct Rootfs {
+    dir: PathBuf,
+}
+
+impl Rootfs {
+    fn merged(&self) -> PathBuf {
+        self.dir.join("merged")
+    }
+
+    fn mount(&self, lowers: &[PathBuf]) -> Result<()> {
+        let upper = self.dir.join("upper");
+        let work = self.dir.join("work");
+        for d in [&upper, &work, &self.merged()] {
+            std::fs::create_dir_all(d).map_err(io("creating", d))?;
+        }
+        Overlay::mount(
+            &OverlaySpec {
+                lowers,
+                upper: Some((&upper, &work)),
+            },
+            &self.merged(),
+        )?;
+        Ok(())
+    }
+
+    /// Unmounts (if mounted) and deletes everything. Idempotent.
+    fn remove(&self) -> Result<()> {
+        if crate::podfiles::is_mountpoint(&self.merged()) {
+            Overlay::at(self.merged()).unmount()?;
+        }
+        match std::fs::remove_dir_all(&self.dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("removing", &self.dir)(e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Signal names as images and the CRI spell them: "SIGTERM", "TERM", "15".
+fn parse_signal(s: &str) -> Option<Signal> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).ok();
+    }
+    let name = s.to_ascii_uppercase();
+    let name = if name.starts_with("SIG") {
+        name
+    } else {
+        format!("SIG{name}")
+    };
+    Signal::from_str(&name).ok()
+}
+
+impl Runtime {
+    fn rootfs(&self, id: &str) -> Rootfs {
+        Rootfs {
+            dir: self.inner.root.join("rootfs").join(id),
+        }
+    }
+
+    fn bundle(&self, id: &str) -> PathBuf {
+        self.inner.state.join("containers").join(id)
+    }
+
+    /// The container `id` (or unique prefix) names.
+    pub fn find_container(&self, id: &str) -> Result<Option<ContainerRecord>> {
+        let idx = self.read_index();
+        let Some(full) = resolve_prefix(idx.containers.keys(), id, "container")? else {
+            return Ok(None);
+        };
+        Ok(idx.containers.get(&full).cloned())
+    }
+
+    fn get_container(&self, id: &str) -> Result<ContainerRecord> {
+        self.find_container(id)?
+            .ok_or_else(|| Error::NotFound(format!("container {id}")))
+    }
+
+    fn save_container(&self, rec: &ContainerRecord) -> Result<()> {
+        self.inner.container_records.put(&rec.id, rec)?;
+        self.index().containers.insert(rec.id.clone(), rec.clone());
+        Ok(())
+    }
+
+    fn pod_of(&self, rec: &ContainerRecord) -> Option<SandboxRecord> {
+        self.read_index().pods.get(&rec.sandbox_id).cloned()
+    }
+
+    /// The container's lifecycle state, from its monitor's state file; a
+    /// container whose monitor is gone without recording its exit is
+    /// reported exited with an unknown code.
+    pub fn container_state(&self, rec: &ContainerRecord) -> State {
+        let pod = self.pod_of(rec);
+        let recorded = pod
+            .as_ref()
+            .and_then(|p| p.monitor(self).read_state(&rec.id));
+        let monitor_alive = pod.as_ref().is_some_and(|p| p.monitor_alive());
+        match recorded {
+            Some(s) if s.status == Status::Exited || monitor_alive => s,
+            other => {
+                let base = other.unwrap_or(State {
+                    id: rec.id.clone(),
+                    status: Status::Created,
+                    pid: None,
+                    created_at: rec.created_at,
+                    started_at: 0,
+                    finished_at: 0,
+                    exit_code: 0,
+                    reason: String::new(),
+                    message: String::new(),
+                });
+                State {
+                    status: Status::Exited,
+                    pid: None,
+                    finished_at: if base.finished_at > 0 {
+                        base.finished_at
+                    } else {
+                        base.started_at.max(base.created_at)
+                    },
+                    exit_code: 255,
+                    reason: "Unknown".into(),
+                    message: "the pod's monitor is gone; the container's exit was not recorded"
+                        .into(),
+                    ..base
+                }
+            }
+        }
+    }
+
+    /// CreateContainer.
+    pub async fn create_container(
+        &self,
+        pod_id: &str,
+        config: cri::ContainerConfig,
+    ) -> Result<String> {
+        let pod = self.get_pod(pod_id)?;
+        if !(pod.ready && pod.monitor_alive()) {
+            return Err(Error::FailedPrecondition(format!(
+                "pod sandbox {} is not ready",
+                pod.id
+            )));
+        }
+        let meta = config
+            .metadata
+            .clone()
+            .ok_or_else(|| Error::InvalidArgument("container config has no metadata".into()))?;
+        if meta.name.is_empty() {
+            return Err(Error::InvalidArgument(
+                "container metadata has no name".into(),
+            ));
+        }
+        let wanted = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .filter(|i| !i.is_empty())
+            .ok_or_else(|| Error::InvalidArgument("container config names no image".into()))?;
+        let (image, _) = self
+            .inner
+            .images
+            .resolve(&wanted)
+            .ok_or_else(|| Error::NotFound(format!("image {wanted:?}")))?;
+        let pm = pod.metadata();
+        let mut rec = ContainerRecord {
+            id: crate::new_id(),
+            sandbox_id: pod.id.clone(),
+            image_id: image.id.clone(),
+            image_ref: image
+                .repo_digests
+                .first()
+                .cloned()
+                .unwrap_or_else(|| image.id.clone()),
+            image_name: image
+                .repo_tags
+                .first()
+                .cloned()
+                .unwrap_or_else(|| wanted.clone()),
+            created_at: now_ns(),
+            log_path: None,
+            image_stop_signal: None,
+            chains: image.chain_ids().map(str::to_string).collect(),
+            cgroups_path: cgroups::container_path(
+                pod.config
+                    .linux
+                    .as_ref()
+                    .map(|l| l.cgroup_parent.as_str())
+                    .unwrap_or(""),
+                "",
+            ),
+            user: User::default(),
+            resources: config.linux.as_ref().and_then(|l| l.resources.clone()),
+            pod_key: format!("{}_{}_{}", pm.name, pm.namespace, pm.uid),
+            config,
+        };
+        rec.cgroups_path = format!("{}{}", rec.cgroups_path, rec.id);
+        self.reserve(rec.name_key(), &rec.id, "container")?;
+        let _g = self.lock(&rec.id).await;
+        let _pod_guard = self.lock(&pod.id).await;
+        match self.prepare(&pod, &mut rec, &image).await {
+            Ok(()) => Ok(rec.id),
+            Err(e) => {
+                let _ = pod
+                    .monitor(self)
+                    .done_call(&Request::Delete { id: rec.id.clone() })
+                    .await;
+                if let Err(c) = self.rootfs(&rec.id).remove() {
+                    tracing::warn!(container = %rec.id, error = %c, "cleanup after a failed CreateContainer");
+                }
+                let _ = std::fs::remove_dir_all(self.bundle(&rec.id));
+                self.inner.images.release(&rec.id);
+                self.unreserve(&rec.name_key(), &rec.id);
+                self.forget_lock(&rec.id);
+                Err(e)
+            }
+        }
+    }
+
+    async fn prepare(
+        &self,
+        pod: &SandboxRecord,
+        rec: &mut ContainerRecord,
+        image: &berth_image::ImageRecord,
+    ) -> Result<()> {
+        let lowers = self.inner.images.hold(&rec.id, image).await?;
+        let rootfs = self.rootfs(&rec.id);
+        rootfs.mount(&lowers)?;
+        let image_config: oci_spec::image::ImageConfiguration =
+            serde_json::from_slice(&self.inner.images.config_json(image)?).map_err(|e| {
+                Error::FailedPrecondition(format!(
+                    "image {} has an unreadable config: {e}",
+                    image.id
+                ))
+            })?;
+        rec.image_stop_signal = image_config
+            .config()
+            .as_ref()
+            .and_then(|c| c.stop_signal().clone());
+        let namespaces = self.namespaces_for(pod, &rec.config)?;
+        let files = pod.files(self);
+        let merged = rootfs.merged();
+        let input = berth_oci::SpecInput {
+            container: &rec.config,
+            sandbox: &pod.config,
+            image: &image_config,
+            rootfs: &merged,
+            namespaces,
+            pod_files: berth_oci::PodFiles {
+                hostname: Some(files.hostname.clone()),
+                resolv_conf: Some(files.resolv_conf.clone()),
+                hosts: Some(files.hosts.clone()),
+                shm: Some(
+                    files
+                        .shm
+                        .clone()
+                        .unwrap_or_else(|| PathBuf::from("/dev/shm")),
+                ),
+            },
+            cgroups_path: PathBuf::from(&rec.cgroups_path),
+            grantable: &self.inner.grantable,
+            oom_score_adj_min: own_oom_score_adj(),
+            swap_controller: self.inner.layout.swap_controller(),
+            recursive_read_only: true,
+        };
+        let generated = berth_oci::generate(&input)?;
+        rec.user = User {
+            uid: generated.identity.uid,
+            gid: generated.identity.gid,
+            groups: generated.identity.additional_gids.clone(),
+        };
+        let bundle = self.bundle(&rec.id);
+        std::fs::create_dir_all(&bundle).map_err(io("creating", &bundle))?;
+        let config_path = bundle.join("config.json");
+        generated
+            .spec
+            .save(&config_path)
+            .map_err(|e| Error::Internal(format!("writing {}: {e}", config_path.display())))?;
+        let log_dir = &pod.config.log_directory;
+        if !log_dir.is_empty() && !rec.config.log_path.is_empty() {
+            let path = Path::new(log_dir).join(&rec.config.log_path);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(io("creating", parent))?;
+            }
+            rec.log_path = Some(path);
+        }
+        let oom_score_adj = generated
+            .spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.oom_score_adj());
+        pod.monitor(self)
+            .state_call(&Request::Create {
+                id: rec.id.clone(),
+                bundle,
+                log_path: rec.log_path.clone(),
+                oom_score_adj,
+                memory_cgroup: Some(self.inner.layout.dir("memory", &rec.cgroups_path)),
+            })
+            .await?;
+        self.save_container(rec)
+    }
+
+    fn namespaces_for(
+        &self,
+        pod: &SandboxRecord,
+        config: &cri::ContainerConfig,
+    ) -> Result<berth_oci::Namespaces> {
+        use berth_oci::Namespace as Ns;
+        let monitor = pod
+            .monitor
+            .ok_or_else(|| Error::FailedPrecondition(format!("pod {} has no monitor", pod.id)))?;
+        let ns_path = |pid: i32, ns: &str| PathBuf::from(format!("/proc/{pid}/ns/{ns}"));
+        let opts = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.clone())
+            .unwrap_or_else(|| pod.namespaces());
+        let pid = match opts.pid() {
+            cri::NamespaceMode::Node => Ns::Host,
+            cri::NamespaceMode::Container => Ns::New,
+            cri::NamespaceMode::Pod => match pod.pod_init {
+                Some(init) => Ns::Join(ns_path(init, "pid")),
+                None => Ns::Host,
+            },
+            cri::NamespaceMode::Target => {
+                let target = self.get_container(&opts.target_id)?;
+                if target.sandbox_id != pod.id {
+                    return Err(Error::InvalidArgument(format!(
+                        "target container {} is in another pod",
+                        opts.target_id
+                    )));
+                }
+                let state = self.container_state(&target);
+                let pid = state
+                    .pid
+                    .filter(|_| state.status == Status::Running)
+                    .ok_or_else(|| {
+                        Error::FailedPrecondition(format!(
+                            "target container {} is not running",
+                            opts.target_id
+                        ))
+                    })?;
+                Ns::Join(ns_path(pid, "pid"))
+            }
+        };
+        Ok(berth_oci::Namespaces {
+            net: match &pod.netns {
+                Some(p) => Ns::Join(p.clone()),
+                None => Ns::Host,
+            },
+            ipc: if pod.own_ipc {
+                Ns::Join(ns_path(monitor.pid, "ipc"))
+            } else {
+                Ns::Host
+            },
+            uts: if pod.own_uts {
+                Ns::Join(ns_path(monitor.pid, "uts"))
+            } else {
+                Ns::Host
+            },
+            pid,
+            user: None,
+        })
+    }
+
+    /// StartContainer: returns when the container's process runs.
+    pub async fn start_container(&self, id: &str) -> Result<()> {
+        let rec = self.get_container(id)?;
+        let _g = self.lock(&rec.id).await;
+        let pod = self.pod_of(&rec).ok_or_else(|| {
+            Error::NotFound(format!(
+                "pod sandbox {} of container {}",
+                rec.sandbox_id, rec.id
+            ))
+        })?;
+        if !pod.monitor_alive() {
+            return Err(Error::FailedPrecondition(format!(
+                "pod sandbox {} is not running",
+                pod.id
+            )));
+        }
+        pod.monitor(self)
+            .state_call(&Request::Start { id: rec.id.clone() })
+            .await?;
+        Ok(())
+    }
+
+    /// StopContainer: the stop signal, then SIGKILL after `timeout`
+    /// seconds (0: at once). Unknown and stopped containers are fine.
+    pub async fn stop_container(&self, id: &str, timeout: i64) -> Result<()> {
+        let Some(rec) = self.find_container(id)? else {
+            return Ok(());
+        };
+        let _g = self.lock(&rec.id).await;
+        let Some(pod) = self.pod_of(&rec) else {
+            return Ok(());
+        };
+        if !pod.monitor_alive() {
+            return Ok(());
+        }
+        let signal = match rec.config.stop_signal() {
+            cri::Signal::RuntimeDefault => rec
+                .image_stop_signal
+                .as_deref()
+                .and_then(parse_signal)
+                .unwrap_or(Signal::SIGTERM),
+            s => parse_signal(s.as_str_name()).unwrap_or(Signal::SIGTERM),
+        };
+        let timeout_secs = timeout.max(0) as u64;
+        let client = pod.monitor(self);
+        let req = Request::Stop {
+            id: rec.id.clone(),
+            signal: signal as i32,
+            timeout_secs,
+        };
+        let call = client.state_call(&req);
+        match tokio::time::timeout(Duration::from_secs(timeout_secs) + STOP_SLACK, call).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(ClientError::Remote {
+                kind: berth_monitor::protocol::ErrorKind::NotFound,
+                ..
+            })) => Ok(()),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(Error::DeadlineExceeded(format!(
+                "container {} did not stop in time",
+                rec.id
+            ))),
+        }
+    }
+
+    /// RemoveContainer: kills it if it runs and removes everything it had.
+    /// Unknown containers are fine.
+    pub async fn remove_container(&self, id: &str) -> Result<()> {
+        let Some(rec) = self.find_container(id)? else {
+            return Ok(());
+        };
+        let guard = self.lock(&rec.id).await;
+        let Some(rec) = self.find_container(&rec.id)? else {
+            return Ok(());
+        };
+        let pod = self.pod_of(&rec);
+        match &pod {
+            Some(p) if p.monitor_alive() => {
+                p.monitor(self)
+                    .done_call(&Request::Delete { id: rec.id.clone() })
+                    .await?;
+            }
+            _ => kill_cgroup(self, &rec),
+        }
+        if let Some(p) = &pod {
+            let _ = std::fs::remove_file(berth_monitor::protocol::paths::state(
+                &p.pod_dir(self),
+                &rec.id,
+            ));
+        }
+        self.rootfs(&rec.id).remove()?;
+        let bundle = self.bundle(&rec.id);
+        match std::fs::remove_dir_all(&bundle) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io("removing", &bundle)(e))
+            }
+            _ => {}
+        }
+        self.inner.container_records.delete(&rec.id)?;
+        self.index().containers.remove(&rec.id);
+        self.inner.images.release(&rec.id);
+        self.unreserve(&rec.name_key(), &rec.id);
+        drop(guard);
+        self.forget_lock(&rec.id);
+        Ok(())
+    }
+
+    /// ContainerStatus.
+    pub fn container_status(
+        &self,
+        id: &str,
+        verbose: bool,
+    ) -> Result<cri::ContainerStatusResponse> {
+        let rec = self.get_container(id)?;
+        let state = self.container_state(&rec);
+        let mut info = HashMap::new();
+        if verbose {
+            let spec = Spec::load(self.bundle(&rec.id).join("config.json")).ok();
+            let v = serde_json::json!({
+                "sandboxID": rec.sandbox_id,
+                "pid": state.pid,
+                "removing": false,
+                "snapshotKey": rec.id,
+                "runtimeSpec": spec,
+                "config": rec.config,
+                "cgroupsPath": rec.cgroups_path,
+            });
+            info.insert("info".to_string(), v.to_string());
+        }
+        Ok(cri::ContainerStatusResponse {
+            status: Some(status_of(&rec, &state)),
+            info,
+        })
+    }
+
+    /// ListContainers.
+    pub fn list_containers(&self, filter: Option<&cri::ContainerFilter>) -> Vec<cri::Container> {
+        let recs: Vec<ContainerRecord> = self.read_index().containers.values().cloned().collect();
+        recs.iter()
+            .filter(|c| {
+                let Some(f) = filter else { return true };
+                (f.id.is_empty() || c.id.starts_with(&f.id))
+                    && (f.pod_sandbox_id.is_empty() || c.sandbox_id.starts_with(&f.pod_sandbox_id))
+                    && f.label_selector
+                        .iter()
+                        .all(|(k, v)| c.config.labels.get(k) == Some(v))
+            })
+            .filter_map(|c| {
+                let state = cri_state(&self.container_state(c));
+                if let Some(want) = filter.and_then(|f| f.state.as_ref()) {
+                    if want.state != state as i32 {
+                        return None;
+                    }
+                }
+                Some(cri::Container {
+                    id: c.id.clone(),
+                    pod_sandbox_id: c.sandbox_id.clone(),
+                    metadata: Some(c.metadata()),
+                    image: Some(image_spec(c)),
+                    image_ref: c.image_ref.clone(),
+                    state: state as i32,
+                    created_at: c.created_at,
+                    labels: c.config.labels.clone(),
+                    annotations: c.config.annotations.clone(),
+                    image_id: c.image_id.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// ExecSync: runs `cmd` in the container; a non-zero exit is a result,
+    /// not an error. A timeout kills the process and is DeadlineExceeded.
+    pub async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        timeout: i64,
+    ) -> Result<cri::ExecSyncResponse> {
+        if cmd.is_empty() {
+            return Err(Error::InvalidArgument("exec: no command given".into()));
+        }
+        let rec = self.get_container(id)?;
+        let pod = self
+            .pod_of(&rec)
+            .filter(|p| p.monitor_alive())
+            .ok_or_else(|| {
+                Error::FailedPrecondition(format!("container {} is not running", rec.id))
+            })?;
+        let spec_path = self.bundle(&rec.id).join("config.json");
+        let spec = Spec::load(&spec_path)
+            .map_err(|e| Error::Internal(format!("reading {}: {e}", spec_path.display())))?;
+        let process = berth_oci::exec_process(&spec, cmd, false);
+        let process = serde_json::to_value(&process).map_err(|e| Error::Internal(e.to_string()))?;
+        let timeout_secs = timeout.max(0) as u64;
+        let r = pod
+            .monitor(self)
+            .exec(&Request::Exec {
+                id: rec.id.clone(),
+                process,
+                timeout_secs,
+            })
+            .await?;
+        if r.timed_out {
+            return Err(Error::DeadlineExceeded(format!(
+                "timeout {timeout_secs}s exceeded: the command was killed"
+            )));
+        }
+        Ok(cri::ExecSyncResponse {
+            stdout: r.stdout,
+            stderr: r.stderr,
+            exit_code: r.exit_code,
+        })
+    }
+
+    /// UpdateContainerResources: applies to the live cgroup and is reported
+    /// by ContainerStatus.
+    pub async fn update_container(
+        &self,
+        id: &str,
+        resources: Option<cri::LinuxContainerResources>,
+    ) -> Result<()> {
+        let mut rec = self.get_container(id)?;
+        let _g = self.lock(&rec.id).await;
+        let state = self.container_state(&rec);
+        if state.status == Status::Exited {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is not running",
+                rec.id
+            )));
+        }
+        let Some(r) = resources else {
+            return Ok(());
+        };
+        cgroups::update(self.inner.layout, &rec.cgroups_path, &r)?;
+        let mut merged = rec.resources.clone().unwrap_or_default();
+        merge_resources(&mut merged, &r);
+        rec.resources = Some(merged);
+        self.save_container(&rec)
+    }
+
+    /// ReopenContainerLog: the monitor opens the log path again.
+    pub async fn reopen_log(&self, id: &str) -> Result<()> {
+        let rec = self.get_container(id)?;
+        let state = self.container_state(&rec);
+        if state.status != Status::Running {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is not running",
+                rec.id
+            )));
+        }
+        let pod = self
+            .pod_of(&rec)
+            .ok_or_else(|| Error::NotFound(format!("pod sandbox {}", rec.sandbox_id)))?;
+        pod.monitor(self)
+            .done_call(&Request::ReopenLog { id: rec.id.clone() })
+            .await?;
+        Ok(())
+    }
+}
+
+fn merge_resources(into: &mut cri::LinuxContainerResources, r: &cri::LinuxContainerResources) {
+    if r.cpu_period != 0 {
+        into.cpu_period = r.cpu_period;
+    }
+    if r.cpu_quota != 0 {
+        into.cpu_quota = r.cpu_quota;
+    }
+    if r.cpu_shares != 0 {
+        into.cpu_shares = r.cpu_shares;
+    }
+    if r.memory_limit_in_bytes != 0 {
+        into.memory_limit_in_bytes = r.memory_limit_in_bytes;
+    }
+    if r.memory_swap_limit_in_bytes != 0 {
+        into.memory_swap_limit_in_bytes = r.memory_swap_limit_in_bytes;
+    }
+    if !r.cpuset_cpus.is_empty() {
+        into.cpuset_cpus = r.cpuset_cpus.clone();
+    }
+    if !r.cpuset_mems.is_empty() {
+        into.cpuset_mems = r.cpuset_mems.clone();
+    }
+    if !r.hugepage_limits.is_empty() {
+        into.hugepage_limits = r.hugepage_limits.clone();
+    }
+    into.unified.extend(r.unified.clone());
+    if r.oom_score_adj != 0 {
+        into.oom_score_adj = r.oom_score_adj;
+    }
+}
+
+fn cri_state(s: &State) -> cri::ContainerState {
+    match s.status {
+        Status::Created => cri::ContainerState::ContainerCreated,
+        Status::Running => cri::ContainerState::ContainerRunning,
+        Status::Exited => cri::ContainerState::ContainerExited,
+    }
+}
+
+fn image_spec(c: &ContainerRecord) -> cri::ImageSpec {
+    cri::ImageSpec {
+        image: c.image_name.clone(),
+        user_specified_image: c
+            .config
+            .image
+            .as_ref()
+            .map(|i| i.user_specified_image.clone())
+            .unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+fn status_of(c: &ContainerRecord, s: &State) -> cri::ContainerStatus {
+    cri::ContainerStatus {
+        id: c.id.clone(),
+        metadata: Some(c.metadata()),
+        state: cri_state(s) as i32,
+        created_at: c.created_at,
+        started_at: s.started_at,
+        finished_at: s.finished_at,
+        exit_code: s.exit_code,
+        image: Some(image_spec(c)),
+        image_ref: c.image_ref.clone(),
+        reason: s.reason.clone(),
+        message: s.message.clone(),
+        labels: c.config.labels.clone(),
+        annotations: c.config.annotations.clone(),
+        mounts: c.config.mounts.clone(),
+        log_path: c
+            .log_path
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        resources: c.resources.clone().map(|r| cri::ContainerResources {
+            linux: Some(r),
+            ..Default::default()
+        }),
+        image_id: c.image_id.clone(),
+        user: Some(cri::ContainerUser {
+            linux: Some(cri::LinuxContainerUser {
+                uid: c.user.uid as i64,
+                gid: c.user.gid as i64,
+                supplemental_groups: c.user.groups.iter().map(|g| *g as i64).collect(),
+            }),
+        }),
+        stop_signal: c.config.stop_signal,
+    }
+}
+
+/// The lowest oom_score_adj this process may set (its own current value
+/// without CAP_SYS_RESOURCE; -1000 with it).
+fn own_oom_score_adj() -> i32 {
+    let has_sys_resource = berth_oci::caps::grantable().contains("CAP_SYS_RESOURCE");
+    if has_sys_resource {
+        return -1000;
+    }
+    std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Kills what is left of a container whose monitor is gone, and removes its cgroup.
+fn kill_cgroup(rt: &Runtime, rec: &ContainerRecord) {
+    cgroups::kill_and_remove(rt.inner.layout, &rec.cgroups_path);
+}
+
+/// For every container of the pod: kill and remove its cgroup if its
+/// monitor could not.
+pub(crate) fn kill_orphans(rt: &Runtime, pod_id: &str) {
+    let recs: Vec<ContainerRecord> = rt
+        .read_index()
+        .containers
+        .values()
+        .filter(|c| c.sandbox_id == pod_id)
+        .cloned()
+        .collect();
+    for c in recs {
+        kill_cgroup(rt, &c);
+    }
+}
+
+/// At start: containers whose pod record is gone are removed.
+pub(crate) async fn reconcile(rt: &Runtime) {
+    let orphans: Vec<String> = {
+        let idx = rt.read_index();
+        idx.containers
+            .values()
+            .filter(|c| !idx.pods.contains_key(&c.sandbox_id))
+            .map(|c| c.id.clone())
+            .collect()
+    };
+    for id in orphans {
+        if let Err(e) = rt.remove_container(&id).await {
+            tracing::warn!(container = %id, error = %e, "removing a container without a pod");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals() {
+        assert_eq!(parse_signal("SIGTERM"), Some(Signal::SIGTERM));
+        assert_eq!(parse_signal("quit"), Some(Signal::SIGQUIT));
+        assert_eq!(parse_signal("9"), Some(Signal::SIGKILL));
+        assert_eq!(parse_signal("SIGNOPE"), None);
+        assert_eq!(
+            parse_signal(cri::Signal::Sigusr1.as_str_name()),
+            Some(Signal::SIGUSR1)
+        );
+    }
+
+    #[test]
+    fn resources_merge_keeps_unset_fields() {
+        let mut a = cri::LinuxContainerResources {
+            cpu_shares: 512,
+            memory_limit_in_bytes: 100,
+            ..Default::default()
+        };
+        merge_resources(
+            &mut a,
+            &cri::LinuxContainerResources {
+                memory_limit_in_bytes: 200,
+                ..Default::default()
+            },
+        );
+        assert_eq!(a.cpu_shares, 512);
+        assert_eq!(a.memory_limit_in_bytes, 200);
+    }
+}

@@ -1,0 +1,569 @@
+//! Pod sandboxes: RunPodSandbox, StopPodSandbox, RemovePodSandbox,
+//! PodSandboxStatus, ListPodSandbox.
+//!
+//! A pod is: a network namespace wired by CNI (unless it uses the host's),
+//! the shared files and shm tmpfs of [`crate::podfiles`], and a monitor
+//! process that creates the pod's IPC, UTS and PID namespaces and runs its
+//! containers. Everything a failed or removed pod had is released, in the
+//! reverse order, by the same idempotent steps.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use berth_cri::runtime::v1 as cri;
+use berth_monitor::client::Client;
+use berth_monitor::protocol::{self, Handler, PodSpec, Reply, Request};
+use berth_network::{NetNs, PodNetwork, PortMapping};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::error::{io, Error, Result};
+use crate::podfiles::{check_sysctls, PodFiles};
+use crate::{now_ns, resolve_binary, resolve_prefix, Runtime};
+
+/// How long a new monitor may take to set the pod up.
+const MONITOR_START: Duration = Duration::from_secs(30);
+/// How long a monitor may take to kill its containers and exit.
+const MONITOR_SHUTDOWN: Duration = Duration::from_secs(90);
+
+/// A process identified by pid and start time (pids are reused).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProcessId {
+    pub pid: i32,
+    pub start_time: u64,
+}
+
+impl ProcessId {
+    pub fn of(pid: i32) -> Option<ProcessId> {
+        start_time(pid).map(|start_time| ProcessId { pid, start_time })
+    }
+
+    /// Whether this very process still runs (and is not a zombie).
+    pub fn alive(&self) -> bool {
+        start_time(self.pid) == Some(self.start_time)
+    }
+}
+
+/// Field 22 of /proc/<pid>/stat, or None for a missing or zombie process.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+/// What Berth keeps about a pod.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SandboxRecord {
+    pub id: String,
+    pub config: cri::PodSandboxConfig,
+    pub runtime_handler: String,
+    pub created_at: i64,
+    pub ready: bool,
+    /// The pod's network namespace (None: the host's).
+    pub netns: Option<PathBuf>,
+    pub ips: Vec<String>,
+    pub cni_result: Option<serde_json::Value>,
+    pub monitor: Option<ProcessId>,
+    /// PID 1 of the pod's PID namespace.
+    pub pod_init: Option<i32>,
+    pub own_ipc: bool,
+    pub own_uts: bool,
+}
+
+fn ns_options(c: &cri::PodSandboxConfig) -> cri::NamespaceOption {
+    c.linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.clone())
+        .unwrap_or_default()
+}
+
+impl SandboxRecord {
+    pub fn metadata(&self) -> cri::PodSandboxMetadata {
+        self.config.metadata.clone().unwrap_or_default()
+    }
+
+    /// kubelet's uniqueness key: name, namespace, uid and attempt.
+    pub fn name_key(&self) -> String {
+        let m = self.metadata();
+        format!("{}_{}_{}_{}", m.name, m.namespace, m.uid, m.attempt)
+    }
+
+    pub fn namespaces(&self) -> cri::NamespaceOption {
+        ns_options(&self.config)
+    }
+
+    pub fn pod_dir(&self, rt: &Runtime) -> PathBuf {
+        rt.pod_dir(&self.id)
+    }
+
+    pub fn monitor(&self, rt: &Runtime) -> Client {
+        Client::new(self.pod_dir(rt))
+    }
+
+    pub fn files(&self, rt: &Runtime) -> PodFiles {
+        PodFiles::at(&self.pod_dir(rt), self.own_ipc)
+    }
+
+    pub fn monitor_alive(&self) -> bool {
+        self.monitor.is_some_and(|m| m.alive())
+    }
+
+    pub fn privileged(&self) -> bool {
+        self.config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .is_some_and(|s| s.privileged)
+    }
+
+    fn network(&self) -> Option<PodNetwork> {
+        let netns = self.netns.clone()?;
+        let m = self.metadata();
+        Some(PodNetwork {
+            id: self.id.clone(),
+            netns,
+            name: m.name,
+            namespace: m.namespace,
+            uid: m.uid,
+            port_mappings: self
+                .config
+                .port_mappings
+                .iter()
+                .filter(|p| p.host_port > 0)
+                .map(|p| PortMapping {
+                    host_port: p.host_port,
+                    container_port: p.container_port,
+                    protocol: match p.protocol() {
+                        cri::Protocol::Tcp => "tcp",
+                        cri::Protocol::Udp => "udp",
+                        cri::Protocol::Sctp => "sctp",
+                    }
+                    .into(),
+                    host_ip: p.host_ip.clone(),
+                })
+                .collect(),
+        })
+    }
+}
+
+impl Runtime {
+    /// The pod `id` (or unique id prefix) names.
+    pub fn find_pod(&self, id: &str) -> Result<Option<SandboxRecord>> {
+        let idx = self.read_index();
+        let Some(full) = resolve_prefix(idx.pods.keys(), id, "pod sandbox")? else {
+            return Ok(None);
+        };
+        Ok(idx.pods.get(&full).cloned())
+    }
+
+    pub(crate) fn get_pod(&self, id: &str) -> Result<SandboxRecord> {
+        self.find_pod(id)?
+            .ok_or_else(|| Error::NotFound(format!("pod sandbox {id}")))
+    }
+
+    fn save_pod(&self, rec: &SandboxRecord) -> Result<()> {
+        self.inner.pod_records.put(&rec.id, rec)?;
+        self.index().pods.insert(rec.id.clone(), rec.clone());
+        Ok(())
+    }
+
+    fn handler(&self, name: &str) -> Result<Handler> {
+        if name.is_empty() {
+            return Ok(Handler::Builtin);
+        }
+        let h = self.inner.config.runtimes.get(name).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "no runtime handler {name:?} is configured (known: \"\"{})",
+                self.inner
+                    .config
+                    .runtimes
+                    .keys()
+                    .map(|k| format!(", {k:?}"))
+                    .collect::<String>()
+            ))
+        })?;
+        let path = resolve_binary(&h.path).ok_or_else(|| {
+            Error::FailedPrecondition(format!(
+                "runtime handler {name:?}: {} is not installed",
+                h.path.display()
+            ))
+        })?;
+        Ok(Handler::Oci { path })
+    }
+
+    /// RunPodSandbox: returns the new pod's id once it is ready.
+    pub async fn run_pod(&self, config: cri::PodSandboxConfig, handler: String) -> Result<String> {
+        let meta = config
+            .metadata
+            .clone()
+            .ok_or_else(|| Error::InvalidArgument("pod sandbox config has no metadata".into()))?;
+        if meta.name.is_empty() {
+            return Err(Error::InvalidArgument(
+                "pod sandbox metadata has no name".into(),
+            ));
+        }
+        let ns = ns_options(&config);
+        if let Some(u) = &ns.userns_options {
+            if berth_oci::validate_userns(Some(u))?.is_some() {
+                return Err(Error::Unimplemented(
+                    "user namespaces (hostUsers: false) are not supported by this version of Berth"
+                        .into(),
+                ));
+            }
+        }
+        let runner = self.handler(&handler)?;
+        let host_net = ns.network() == cri::NamespaceMode::Node;
+        let own_ipc = ns.ipc() != cri::NamespaceMode::Node;
+        let sysctls: std::collections::BTreeMap<String, String> = config
+            .linux
+            .as_ref()
+            .map(|l| l.sysctls.clone().into_iter().collect())
+            .unwrap_or_default();
+        check_sysctls(&sysctls, !host_net, own_ipc)?;
+        if !host_net {
+            self.inner.cni.reload()?;
+        }
+
+        let mut rec = SandboxRecord {
+            id: crate::new_id(),
+            config,
+            runtime_handler: handler,
+            created_at: now_ns(),
+            ready: false,
+            netns: None,
+            ips: Vec::new(),
+            cni_result: None,
+            monitor: None,
+            pod_init: None,
+            own_ipc,
+            own_uts: !host_net,
+        };
+        self.reserve(rec.name_key(), &rec.id, "pod sandbox")?;
+        let _g = self.lock(&rec.id).await;
+        match self.start_pod(&mut rec, runner, sysctls).await {
+            Ok(()) => Ok(rec.id),
+            Err(e) => {
+                if let Err(c) = self.release_pod(&mut rec).await {
+                    tracing::warn!(pod = %rec.id, error = %c, "cleanup after a failed RunPodSandbox");
+                }
+                let _ = std::fs::remove_dir_all(rec.pod_dir(self));
+                self.unreserve(&rec.name_key(), &rec.id);
+                self.forget_lock(&rec.id);
+                Err(e)
+            }
+        }
+    }
+
+    async fn start_pod(
+        &self,
+        rec: &mut SandboxRecord,
+        handler: Handler,
+        sysctls: std::collections::BTreeMap<String, String>,
+    ) -> Result<()> {
+        let dir = rec.pod_dir(self);
+        std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+        if rec.own_uts {
+            let path = self.inner.state.join("netns").join(&rec.id);
+            let made = {
+                let dir = self.inner.state.join("netns");
+                let id = rec.id.clone();
+                tokio::task::spawn_blocking(move || NetNs::create(&dir, &id))
+                    .await
+                    .map_err(|e| Error::Internal(e.to_string()))?
+            };
+            made?;
+            rec.netns = Some(path);
+            let net = rec.network().expect("netns was just set");
+            let result = self.inner.cni.setup(&net).await?;
+            rec.ips = result.ips;
+            rec.cni_result = Some(result.result);
+        }
+        let hostname = if rec.own_uts {
+            let h = &rec.config.hostname;
+            if h.is_empty() {
+                rec.metadata().name.chars().take(63).collect()
+            } else {
+                h.clone()
+            }
+        } else {
+            rustix::system::uname()
+                .nodename()
+                .to_string_lossy()
+                .into_owned()
+        };
+        rec.files(self).create(
+            &hostname,
+            rec.config.dns_config.as_ref(),
+            self.inner.config.pod.shm_size,
+        )?;
+
+        let ns = rec.namespaces();
+        let spec = PodSpec {
+            id: rec.id.clone(),
+            netns: rec.netns.clone(),
+            new_ipc: rec.own_ipc,
+            hostname: rec.own_uts.then(|| hostname.clone()),
+            new_pid: ns.pid() != cri::NamespaceMode::Node,
+            sysctls,
+            handler,
+        };
+        let spec_path = protocol::paths::pod_spec(&dir);
+        let text = serde_json::to_vec_pretty(&spec).map_err(|e| Error::Internal(e.to_string()))?;
+        std::fs::write(&spec_path, text).map_err(io("writing", &spec_path))?;
+        let pid = spawn_monitor(&dir).await?;
+        rec.monitor = ProcessId::of(pid);
+        match rec.monitor(self).call(&Request::Ping).await? {
+            Reply::Pong { pod_init, .. } => rec.pod_init = pod_init,
+            other => {
+                return Err(Error::Internal(format!(
+                    "monitor answered {other:?} to ping"
+                )))
+            }
+        }
+        rec.ready = true;
+        self.save_pod(rec)
+    }
+
+    /// Stops whatever the pod still runs and releases its network and
+    /// mounts. Idempotent; the record stays.
+    async fn release_pod(&self, rec: &mut SandboxRecord) -> Result<()> {
+        if rec.monitor_alive() {
+            let client = rec.monitor(self);
+            let shut =
+                tokio::time::timeout(MONITOR_SHUTDOWN, client.done_call(&Request::Shutdown)).await;
+            match shut {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(pod = %rec.id, error = %e, "monitor shutdown"),
+                Err(_) => tracing::warn!(pod = %rec.id, "monitor did not shut down in time"),
+            }
+            // Wait for it to go (it exits right after answering).
+            for _ in 0..200 {
+                if !rec.monitor_alive() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            if let Some(m) = rec.monitor.filter(|m| m.alive()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(m.pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        // Containers whose monitor is gone are killed through their cgroups.
+        crate::container::kill_orphans(self, &rec.id);
+        if let Some(net) = rec.network() {
+            if let Err(e) = self.inner.cni.teardown(&net, rec.cni_result.as_ref()).await {
+                // Without a CNI config there is nothing to tear down with;
+                // a later stop retries while the namespace is kept.
+                if NetNs::at(&net.netns).exists() {
+                    return Err(e.into());
+                }
+            }
+            NetNs::at(&net.netns).remove()?;
+            rec.netns = None;
+        }
+        rec.files(self).release()?;
+        Ok(())
+    }
+
+    /// StopPodSandbox: kills the pod's containers, tears its network down.
+    /// Unknown and already stopped pods are fine.
+    pub async fn stop_pod(&self, id: &str) -> Result<()> {
+        let Some(rec) = self.find_pod(id)? else {
+            return Ok(());
+        };
+        let _g = self.lock(&rec.id).await;
+        let Some(mut rec) = self.find_pod(&rec.id)? else {
+            return Ok(());
+        };
+        let released = self.release_pod(&mut rec).await;
+        rec.ready = false;
+        self.save_pod(&rec)?;
+        released
+    }
+
+    /// RemovePodSandbox: stops the pod if needed and removes it with all
+    /// its containers. Unknown pods are fine.
+    pub async fn remove_pod(&self, id: &str) -> Result<()> {
+        let Some(rec) = self.find_pod(id)? else {
+            return Ok(());
+        };
+        let guard = self.lock(&rec.id).await;
+        let Some(mut rec) = self.find_pod(&rec.id)? else {
+            return Ok(());
+        };
+        self.release_pod(&mut rec).await?;
+        rec.ready = false;
+        self.save_pod(&rec)?;
+        let containers: Vec<String> = self
+            .read_index()
+            .containers
+            .values()
+            .filter(|c| c.sandbox_id == rec.id)
+            .map(|c| c.id.clone())
+            .collect();
+        for c in containers {
+            self.remove_container(&c).await?;
+        }
+        let dir = rec.pod_dir(self);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io("removing", &dir)(e));
+            }
+            _ => {}
+        }
+        self.inner.pod_records.delete(&rec.id)?;
+        self.index().pods.remove(&rec.id);
+        self.unreserve(&rec.name_key(), &rec.id);
+        drop(guard);
+        self.forget_lock(&rec.id);
+        Ok(())
+    }
+
+    /// PodSandboxStatus.
+    pub fn pod_status(&self, id: &str, verbose: bool) -> Result<cri::PodSandboxStatusResponse> {
+        let rec = self.get_pod(id)?;
+        let mut info = std::collections::HashMap::new();
+        if verbose {
+            let v = serde_json::json!({
+                "pid": rec.pod_init.or(rec.monitor.map(|m| m.pid)),
+                "monitorPid": rec.monitor.map(|m| m.pid),
+                "netNamespacePath": rec.netns,
+                "runtimeHandler": rec.runtime_handler,
+                "cniResult": rec.cni_result,
+                "config": rec.config,
+            });
+            info.insert("info".to_string(), v.to_string());
+        }
+        Ok(cri::PodSandboxStatusResponse {
+            status: Some(status_of(&rec)),
+            info,
+            ..Default::default()
+        })
+    }
+
+    /// ListPodSandbox.
+    pub fn list_pods(&self, filter: Option<&cri::PodSandboxFilter>) -> Vec<cri::PodSandbox> {
+        let idx = self.read_index();
+        idx.pods
+            .values()
+            .filter(|p| {
+                let Some(f) = filter else { return true };
+                (f.id.is_empty() || p.id.starts_with(&f.id))
+                    && f.state
+                        .as_ref()
+                        .is_none_or(|s| s.state == state_of(p) as i32)
+                    && f.label_selector
+                        .iter()
+                        .all(|(k, v)| p.config.labels.get(k) == Some(v))
+            })
+            .map(|p| cri::PodSandbox {
+                id: p.id.clone(),
+                metadata: Some(p.metadata()),
+                state: state_of(p) as i32,
+                created_at: p.created_at,
+                labels: p.config.labels.clone(),
+                annotations: p.config.annotations.clone(),
+                runtime_handler: p.runtime_handler.clone(),
+            })
+            .collect()
+    }
+}
+
+fn state_of(p: &SandboxRecord) -> cri::PodSandboxState {
+    if p.ready && p.monitor_alive() {
+        cri::PodSandboxState::SandboxReady
+    } else {
+        cri::PodSandboxState::SandboxNotready
+    }
+}
+
+fn status_of(p: &SandboxRecord) -> cri::PodSandboxStatus {
+    let mut ips = p.ips.iter();
+    let ns = p.namespaces();
+    cri::PodSandboxStatus {
+        id: p.id.clone(),
+        metadata: Some(p.metadata()),
+        state: state_of(p) as i32,
+        created_at: p.created_at,
+        network: Some(cri::PodSandboxNetworkStatus {
+            ip: ips.next().cloned().unwrap_or_default(),
+            additional_ips: ips.map(|ip| cri::PodIp { ip: ip.clone() }).collect(),
+        }),
+        linux: Some(cri::LinuxPodSandboxStatus {
+            namespaces: Some(cri::Namespace { options: Some(ns) }),
+        }),
+        labels: p.config.labels.clone(),
+        annotations: p.config.annotations.clone(),
+        runtime_handler: p.runtime_handler.clone(),
+    }
+}
+
+/// Starts `berth monitor <dir>` and waits for its `ready` line.
+async fn spawn_monitor(dir: &std::path::Path) -> Result<i32> {
+    let log_path = dir.join("monitor.log");
+    let log = std::fs::File::create(&log_path).map_err(io("creating", &log_path))?;
+    let mut child = tokio::process::Command::new("/proc/self/exe")
+        .arg0("berth-monitor")
+        .arg("monitor")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .map_err(io("starting the monitor for", dir))?;
+    let pid = child.id().unwrap_or(0) as i32;
+    let stdout = child.stdout.take();
+    // The daemon is the monitor's parent until it restarts: reap it.
+    let ready = async {
+        let mut line = String::new();
+        if let Some(out) = stdout {
+            let _ = BufReader::new(out).read_line(&mut line).await;
+        }
+        line
+    };
+    let line = tokio::time::timeout(MONITOR_START, ready).await;
+    let outcome = match line.as_deref().map(str::trim) {
+        Ok("ready") => Ok(pid),
+        Ok(l) if l.starts_with("error: ") => Err(Error::FailedPrecondition(format!(
+            "setting up the pod: {}",
+            &l["error: ".len()..]
+        ))),
+        Ok(l) => Err(Error::Internal(format!(
+            "the pod's monitor exited during setup ({l:?}); see {}",
+            log_path.display()
+        ))),
+        Err(_) => {
+            let _ = child.start_kill();
+            Err(Error::DeadlineExceeded(format!(
+                "the pod's monitor was not ready within {MONITOR_START:?}"
+            )))
+        }
+    };
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+    });
+    outcome
+}
+
+/// At start: pods whose monitor died while the daemon was away are no
+/// longer ready.
+pub(crate) async fn reconcile(rt: &Runtime) {
+    let pods: Vec<SandboxRecord> = rt.read_index().pods.values().cloned().collect();
+    for mut p in pods {
+        if p.ready && !p.monitor_alive() {
+            tracing::warn!(pod = %p.id, "the pod's monitor is gone; the pod is not ready");
+            p.ready = false;
+            if let Err(e) = rt.save_pod(&p) {
+                tracing::warn!(pod = %p.id, error = %e, "saving the pod record");
+            }
+        }
+    }
+}
