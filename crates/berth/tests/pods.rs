@@ -527,3 +527,72 @@ async fn containers_survive_a_daemon_kill() {
     stop_remove_pod(&mut e, &pod).await;
     assert_no_leaks(&e, &[pod, long, short]);
 }
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|rd| rd.count())
+        .unwrap_or(0)
+}
+
+/// 200 pods with two running containers each, created and removed: nothing
+/// accumulates (mounts, processes, veths, netns, cgroups, files, fds).
+#[tokio::test(flavor = "multi_thread")]
+async fn no_leaks_after_200_pod_cycles() {
+    let mut e = env().await;
+    let mut ids = Vec::new();
+    let mut fds_after_first = 0;
+    for i in 0..200 {
+        let pod = run_pod(&mut e, &format!("cycle{i}"), "").await;
+        let a = create(&mut e, &pod, "a", &["sleep", "1000"]).await;
+        let b = create(&mut e, &pod, "b", &["sh", "-c", "echo hi; exec sleep 1000"]).await;
+        start(&mut e, &a).await;
+        start(&mut e, &b).await;
+        // Removing a pod with running containers stops and removes them.
+        e.rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap();
+        ids.extend([pod, a, b]);
+        // Lazily opened files (CNI, cgroups) count from the first cycle on.
+        if i == 0 {
+            fds_after_first = fd_count(e.d.pid());
+        }
+    }
+    assert_no_leaks(&e, &ids);
+    let pods =
+        e.rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .items;
+    assert!(pods.is_empty(), "{pods:?}");
+    let ctrs =
+        e.rt.list_containers(cri::ListContainersRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .containers;
+    assert!(ctrs.is_empty(), "{ctrs:?}");
+    for dir in ["pods", "containers", "netns"] {
+        let left: Vec<_> = std::fs::read_dir(e.d.state().join(dir))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(left.is_empty(), "{dir}: {left:?}");
+    }
+    for dir in ["runtime/rootfs", "runtime/pods", "runtime/containers"] {
+        let left: Vec<_> = std::fs::read_dir(e.d.root().join(dir))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(left.is_empty(), "{dir}: {left:?}");
+    }
+    let fds = fd_count(e.d.pid());
+    assert!(
+        fds <= fds_after_first + 2,
+        "daemon fds grew from {fds_after_first} to {fds}"
+    );
+}

@@ -18,6 +18,18 @@ use oci_spec::runtime::Spec;
 
 use crate::protocol::Handler;
 
+/// What an exec needs to know.
+pub struct Exec<'a> {
+    pub id: &'a str,
+    /// The container's init pid.
+    pub init: i32,
+    pub bundle: &'a Path,
+    /// The OCI process JSON file.
+    pub process: &'a Path,
+    /// Where an external runtime writes the new pid.
+    pub pid_file: &'a Path,
+}
+
 /// A handler's failure, with the runtime's own words.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -121,27 +133,23 @@ impl Runner {
 
     /// Starts `process` (an OCI process JSON file) in the running container;
     /// returns its pid once it has been executed.
-    pub fn exec(
-        &self,
-        id: &str,
-        process: &Path,
-        stdio: Stdio3,
-        pid_file: &Path,
-    ) -> Result<i32, HandlerError> {
+    pub fn exec(&self, exec: Exec<'_>, stdio: Stdio3) -> Result<i32, HandlerError> {
+        let Exec {
+            id,
+            init,
+            bundle,
+            process,
+            pid_file,
+        } = exec;
         match self {
-            Runner::Builtin { root } => {
-                ContainerBuilder::new(id.to_string(), SyscallType::default())
-                    .with_root_path(root)
-                    .map_err(|e| err("libcontainer", e))?
-                    .with_stdin(stdio.stdin)
-                    .with_stdout(stdio.stdout)
-                    .with_stderr(stdio.stderr)
-                    .as_tenant()
-                    .with_process(Some(process))
-                    .with_detach(true)
-                    .build()
-                    .map(|p| p.as_raw())
-                    .map_err(|e| err("starting the process", e))
+            Runner::Builtin { .. } => {
+                let spec = Spec::load(bundle.join("config.json"))
+                    .map_err(|e| err("reading config.json", e))?;
+                let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+                let text = std::fs::read(process).map_err(|e| err("reading the process", e))?;
+                let process =
+                    serde_json::from_slice(&text).map_err(|e| err("parsing the process", e))?;
+                crate::nsexec::exec(init, seccomp, process, stdio)
             }
             Runner::Oci { path, root } => {
                 let log = pid_file.with_extension("log");
@@ -198,21 +206,16 @@ impl Runner {
     }
 }
 
-/// libcontainer spells rootfs propagation without the `r` (`shared`, not
-/// `rshared`), and writes `oomScoreAdj` into the *calling* process: the
-/// monitor writes it into the init itself instead.
+/// What libcontainer 0.7 reads differently (see `berth_oci::compat`), and
+/// it writes `oomScoreAdj` into the *calling* process: the monitor writes it
+/// into the init itself instead.
 fn adapt_for_libcontainer(bundle: &Path) -> Result<(), HandlerError> {
     let path = bundle.join("config.json");
     let mut spec = Spec::load(&path).map_err(|e| err("reading config.json", e))?;
     if let Some(p) = spec.process_mut() {
         p.set_oom_score_adj(None);
     }
-    if let Some(linux) = spec.linux_mut() {
-        if let Some(prop) = linux.rootfs_propagation().clone() {
-            let plain = prop.strip_prefix('r').unwrap_or(&prop).to_string();
-            linux.set_rootfs_propagation(Some(plain));
-        }
-    }
+    berth_oci::compat::for_libcontainer(&mut spec);
     bind_cgroup_v1(&mut spec)?;
     spec.save(&path).map_err(|e| err("writing config.json", e))
 }

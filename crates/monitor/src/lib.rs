@@ -11,6 +11,7 @@
 
 pub mod client;
 mod handler;
+mod nsexec;
 mod pod;
 pub mod protocol;
 mod server;

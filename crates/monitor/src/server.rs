@@ -26,7 +26,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
-use crate::handler::{dev_null, Runner, Stdio3};
+use crate::handler::{dev_null, Exec, Runner, Stdio3};
 use crate::protocol::{paths, ErrorKind, ExecResult, Reply, Request, State, Status};
 
 /// The most output an exec returns per stream; the rest is dropped.
@@ -46,6 +46,7 @@ struct Container {
     exited: watch::Sender<bool>,
     memory_cgroup: Option<PathBuf>,
     ooms_before: u64,
+    bundle: PathBuf,
 }
 
 enum Owner {
@@ -198,9 +199,18 @@ fn drain_now(fd: &OwnedFd) -> Vec<u8> {
     out
 }
 
-fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-    Ok((r, w))
+/// Stdio for a new process (stdin /dev/null, stdout and stderr pipes) and
+/// the read ends of its two pipes.
+fn output_pipes() -> io::Result<(Stdio3, OwnedFd, OwnedFd)> {
+    let flags = rustix::pipe::PipeFlags::CLOEXEC;
+    let (out_r, out_w) = rustix::pipe::pipe_with(flags)?;
+    let (err_r, err_w) = rustix::pipe::pipe_with(flags)?;
+    let stdio = Stdio3 {
+        stdin: dev_null()?,
+        stdout: out_w,
+        stderr: err_w,
+    };
+    Ok((stdio, out_r, err_r))
 }
 
 fn create(
@@ -233,15 +243,9 @@ fn create(
         }
         None => None,
     };
-    let pipes = (|| -> io::Result<_> { Ok((pipe_pair()?, pipe_pair()?, dev_null()?)) })();
-    let ((out_r, out_w), (err_r, err_w), stdin) = match pipes {
+    let (stdio, out_r, err_r) = match output_pipes() {
         Ok(p) => p,
         Err(e) => return fail(ErrorKind::Internal, format!("creating pipes: {e}")),
-    };
-    let stdio = Stdio3 {
-        stdin,
-        stdout: out_w,
-        stderr: err_w,
     };
     let created = mon.borrow().runner.create(&id, bundle, stdio);
     let pid = match created {
@@ -296,6 +300,7 @@ fn create(
             exited,
             memory_cgroup,
             ooms_before,
+            bundle: bundle.to_path_buf(),
         },
     );
     Reply::State(state)
@@ -498,8 +503,10 @@ fn state_of(mon: &Shared, id: &str) -> Reply {
 }
 
 async fn exec(mon: &Shared, id: &str, process: serde_json::Value, timeout_secs: u64) -> Reply {
-    match mon.borrow().containers.get(id) {
-        Some(c) if c.state.status == Status::Running && !*c.exited.borrow() => {}
+    let (init, bundle) = match mon.borrow().containers.get(id) {
+        Some(c) if c.state.status == Status::Running && !*c.exited.borrow() => {
+            (c.state.pid.unwrap_or(0), c.bundle.clone())
+        }
         Some(c) => {
             return fail(
                 ErrorKind::FailedPrecondition,
@@ -507,7 +514,7 @@ async fn exec(mon: &Shared, id: &str, process: serde_json::Value, timeout_secs: 
             )
         }
         None => return not_found(id),
-    }
+    };
     let (dir, seq) = {
         let mut m = mon.borrow_mut();
         m.exec_seq += 1;
@@ -523,20 +530,20 @@ async fn exec(mon: &Shared, id: &str, process: serde_json::Value, timeout_secs: 
             format!("writing {}: {e}", process_file.display()),
         );
     }
-    let pipes = (|| -> io::Result<_> { Ok((pipe_pair()?, pipe_pair()?, dev_null()?)) })();
-    let ((out_r, out_w), (err_r, err_w), stdin) = match pipes {
+    let (stdio, out_r, err_r) = match output_pipes() {
         Ok(p) => p,
         Err(e) => return fail(ErrorKind::Internal, format!("creating pipes: {e}")),
     };
-    let stdio = Stdio3 {
-        stdin,
-        stdout: out_w,
-        stderr: err_w,
-    };
-    let started = mon
-        .borrow()
-        .runner
-        .exec(id, &process_file, stdio, &pid_file);
+    let started = mon.borrow().runner.exec(
+        Exec {
+            id,
+            init,
+            bundle: &bundle,
+            process: &process_file,
+            pid_file: &pid_file,
+        },
+        stdio,
+    );
     let _ = std::fs::remove_file(&process_file);
     let pid = match started {
         Ok(pid) => pid,

@@ -60,8 +60,11 @@ pub enum SpecError {
 
     /// A bind mount's propagation needs a shared (or slave) source mount.
     #[error(
-        "mount propagation {propagation} for {path:?}: its host mount {mount_point:?} \
-         is not a {needed} mount (make it so, e.g. `mount --make-rshared {mount_point:?}`)"
+        "mount propagation {propagation} for {}: its host mount {} is not a {needed} mount \
+         (make it one, e.g. with `mount --make-rshared {}`)",
+        path.display(),
+        mount_point.display(),
+        mount_point.display()
     )]
     Propagation {
         propagation: &'static str,

@@ -96,12 +96,11 @@ fn from_path_string(s: &str) -> Result<Option<Profile>, SpecError> {
         "unconfined" => Profile::Unconfined,
         _ if s.starts_with(LOCALHOST_PREFIX) => localhost(s, field)?,
         _ => {
+            let expected = "runtime/default, docker/default, unconfined or localhost/<path>";
             return Err(SpecError::invalid(
                 field,
-                format!(
-                "{s:?}: expected runtime/default, docker/default, unconfined or localhost/<path>"
-            ),
-            ))
+                format!("{s:?}: expected {expected}"),
+            ));
         }
     }))
 }
@@ -340,7 +339,7 @@ const BY_CAPABILITY: &[(&str, &[&str])] = &[
 
 /// Every `CLONE_NEW*` flag clone(2) accepts: NEWNS | NEWCGROUP | NEWUTS |
 /// NEWIPC | NEWUSER | NEWPID | NEWNET.
-pub(crate) const CLONE_NEW_FLAGS: u64 = 0x7E02_0000;
+const CLONE_NEW_FLAGS: u64 = 0x7E02_0000;
 
 /// `AF_ALG` and `AF_VSOCK`: socket families the default profile refuses.
 const AF_ALG: u64 = 38;
@@ -358,7 +357,8 @@ fn syscall(names: &[&str], action: LinuxSeccompAction, args: Vec<LinuxSeccompArg
     s
 }
 
-fn arg(
+/// A syscall argument condition.
+pub(crate) fn arg(
     index: usize,
     op: LinuxSeccompOperator,
     value: u64,
@@ -390,11 +390,10 @@ fn allow_if(name: &str, op: LinuxSeccompOperator, value: u64) -> LinuxSyscall {
 /// Without CAP_SYS_ADMIN, `clone` is allowed only when it creates no
 /// namespace, and `clone3` (whose flags a filter cannot see) fails with
 /// `ENOSYS` so that libc falls back to `clone`. That condition is a masked
-/// comparison, which runtimes read differently: runc takes `value` as the
-/// mask and `valueTwo` as the expected result, youki's libcontainer 0.7
-/// the other way round. The profile carries the rule in both forms; under
-/// either runtime one form is the intended test and the other never
-/// matches (`arg & 0 == mask`), so the result is the same.
+/// comparison written as OCI and runc read it (`value` the mask,
+/// `valueTwo` the expected result); youki's libcontainer 0.7 reads the
+/// operands the other way round, and then the rule matches every `clone`:
+/// see [`crate::compat::for_libcontainer`].
 pub fn default_profile(caps: &[String]) -> LinuxSeccomp {
     use LinuxSeccompAction::{ScmpActAllow as Allow, ScmpActErrno as Errno};
     use LinuxSeccompOperator::{ScmpCmpEq as Eq, ScmpCmpGt as Gt, ScmpCmpLt as Lt};
@@ -419,19 +418,10 @@ pub fn default_profile(caps: &[String]) -> LinuxSeccomp {
         }
     }
     if !has("CAP_SYS_ADMIN") {
+        // (flags & CLONE_NEW_FLAGS) == 0.
         let masked = LinuxSeccompOperator::ScmpCmpMaskedEq;
-        // runc: (flags & CLONE_NEW_FLAGS) == 0.
-        rules.push(syscall(
-            &["clone"],
-            Allow,
-            vec![arg(0, masked, CLONE_NEW_FLAGS, Some(0))],
-        ));
-        // libcontainer 0.7: the same test, operands swapped.
-        rules.push(syscall(
-            &["clone"],
-            Allow,
-            vec![arg(0, masked, 0, Some(CLONE_NEW_FLAGS))],
-        ));
+        let no_namespace = arg(0, masked, CLONE_NEW_FLAGS, Some(0));
+        rules.push(syscall(&["clone"], Allow, vec![no_namespace]));
         let mut clone3 = syscall(&["clone3"], Errno, vec![]);
         clone3.set_errno_ret(Some(libc::ENOSYS.unsigned_abs()));
         rules.push(clone3);

@@ -13,8 +13,18 @@
 //! * `process.oomScoreAdj` is set (clamped, see [`SpecInput::oom_score_adj_min`]),
 //!   but a libcontainer caller may prefer to take it out and write it to
 //!   the container's init process itself;
-//! * `linux.rootfsPropagation` uses OCI's spelling (`rshared`, `rslave`);
-//!   see [`crate::compat`] for libcontainer's.
+//! * `linux.rootfsPropagation` and seccomp's masked comparisons use OCI's
+//!   (runc's) reading; [`crate::compat::for_libcontainer`] rewrites them
+//!   for libcontainer;
+//! * the image's `Volumes` get no mount of their own: those paths stay in
+//!   the container's writable rootfs (containerd gives each a host
+//!   directory).
+//!
+//! `process.noNewPrivileges` is left out unless the CRI asks for it:
+//! libcontainer 0.7 takes the mere presence of the field (even `false`) to
+//! mean "load seccomp after dropping capabilities", which fails without
+//! CAP_SYS_ADMIN ("failed to load seccomp context", seen with a localhost
+//! profile).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -325,7 +335,8 @@ pub fn validate_userns(opts: Option<&UserNamespace>) -> Result<Option<UserNs>, S
                     return Err(SpecError::invalid(
                         field,
                         format!(
-                            "the {which} mapping must start at container id 0 (root must be mapped), got {}",
+                            "the {which} mapping must start at container id 0 \
+                             (root must be mapped), got {}",
                             m.container_id
                         ),
                     ));
@@ -393,9 +404,7 @@ fn container_process(
         .set_env(Some(env))
         .set_cwd(cwd)
         .set_capabilities(Some(oci_capabilities(&cap_names)?))
-        // Absent, not `false`: libcontainer 0.7 takes any value here
-        // (even false) to mean "load seccomp after dropping capabilities",
-        // which fails without CAP_SYS_ADMIN unless no_new_privs is set.
+        // Absent rather than `false`: see the module documentation.
         .set_no_new_privileges(sc.is_some_and(|s| s.no_new_privs).then_some(true))
         .set_apparmor_profile(apparmor)
         .set_oom_score_adj(oom_score_adj);
@@ -933,6 +942,17 @@ mod tests {
     struct FakeHost {
         mountinfo: String,
         cgroup2: bool,
+        apparmor: bool,
+    }
+
+    impl FakeHost {
+        fn new(mountinfo: String, cgroup2: bool) -> Self {
+            FakeHost {
+                mountinfo,
+                cgroup2,
+                apparmor: false,
+            }
+        }
     }
 
     impl Host for FakeHost {
@@ -943,7 +963,7 @@ mod tests {
             Ok(self.mountinfo.clone())
         }
         fn apparmor_enabled(&self) -> bool {
-            false
+            self.apparmor
         }
         fn cgroup2_unified(&self) -> bool {
             self.cgroup2
@@ -1059,10 +1079,7 @@ mod tests {
         let s = Setup::new();
         let shared = s.volume("shared");
         let slave = s.volume("slave");
-        let host = FakeHost {
-            mountinfo: table(&shared, &slave),
-            cgroup2: false,
-        };
+        let host = FakeHost::new(table(&shared, &slave), false);
         let c = container(vec![bind(
             &shared,
             "/vol",
@@ -1100,10 +1117,7 @@ mod tests {
         let s = Setup::new();
         let shared = s.volume("shared");
         let slave = s.volume("slave");
-        let host = FakeHost {
-            mountinfo: table(&shared, &slave),
-            cgroup2: false,
-        };
+        let host = FakeHost::new(table(&shared, &slave), false);
         for source in [&shared, &slave] {
             let c = container(vec![bind(
                 source,
@@ -1151,13 +1165,7 @@ mod tests {
             MountPropagation::PropagationPrivate,
         )]);
         let spec = s
-            .build(
-                &c,
-                &FakeHost {
-                    mountinfo: String::new(),
-                    cgroup2: false,
-                },
-            )
+            .build(&c, &FakeHost::new(String::new(), false))
             .unwrap()
             .spec;
         assert_eq!(rootfs_propagation(&spec), None);
@@ -1176,14 +1184,8 @@ mod tests {
                 .iter()
                 .any(|n| n.typ() == LinuxNamespaceType::Cgroup)
         };
-        let v2 = FakeHost {
-            mountinfo: String::new(),
-            cgroup2: true,
-        };
-        let v1 = FakeHost {
-            mountinfo: String::new(),
-            cgroup2: false,
-        };
+        let v2 = FakeHost::new(String::new(), true);
+        let v1 = FakeHost::new(String::new(), false);
         let mut c = container(vec![]);
         assert!(has_cgroupns(&s.build(&c, &v2).unwrap().spec));
         assert!(!has_cgroupns(&s.build(&c, &v1).unwrap().spec));
@@ -1204,10 +1206,7 @@ mod tests {
     #[test]
     fn hostname_env_falls_back_to_the_host() {
         let s = Setup::new();
-        let host = FakeHost {
-            mountinfo: String::new(),
-            cgroup2: false,
-        };
+        let host = FakeHost::new(String::new(), false);
         let spec = s.build(&container(vec![]), &host).unwrap().spec;
         let env = spec.process().as_ref().unwrap().env().clone().unwrap();
         assert!(env.contains(&"HOSTNAME=fakehost".to_string()), "{env:?}");
@@ -1218,6 +1217,34 @@ mod tests {
             s.build(&container(vec![]), &host).unwrap().stop_signal,
             None
         );
+    }
+
+    #[test]
+    fn apparmor_only_where_enabled() {
+        let s = Setup::new();
+        let mut c = container(vec![]);
+        c.linux
+            .get_or_insert_with(Default::default)
+            .security_context
+            .get_or_insert_with(Default::default)
+            .apparmor = Some(SecurityProfile {
+            profile_type: ProfileType::Localhost as i32,
+            localhost_ref: "berth-test".into(),
+        });
+        let profile = |host: &FakeHost| {
+            s.build(&c, host)
+                .unwrap()
+                .spec
+                .process()
+                .as_ref()
+                .unwrap()
+                .apparmor_profile()
+                .clone()
+        };
+        let mut host = FakeHost::new(String::new(), false);
+        assert_eq!(profile(&host), None);
+        host.apparmor = true;
+        assert_eq!(profile(&host).as_deref(), Some("berth-test"));
     }
 
     #[test]
@@ -1273,6 +1300,18 @@ mod tests {
         assert_eq!(apparmor_profile(Some(&sc(default, ""))).unwrap(), None);
         assert!(apparmor_profile(Some(&sc(lh(""), ""))).is_err());
         assert!(apparmor_profile(Some(&sc(None, "bogus"))).is_err());
+    }
+
+    #[test]
+    fn every_known_capability_converts() {
+        let all: Vec<String> = caps::NAMES.iter().map(|n| format!("CAP_{n}")).collect();
+        let c = oci_capabilities(&all).unwrap();
+        assert_eq!(c.bounding().as_ref().unwrap().len(), caps::NAMES.len());
+        assert!(c.ambient().as_ref().unwrap().is_empty());
+        assert!(matches!(
+            oci_capabilities(&["CAP_FLY".to_string()]),
+            Err(SpecError::Caps(caps::CapsError::Unknown(_)))
+        ));
     }
 
     #[test]

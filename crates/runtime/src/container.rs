@@ -147,7 +147,7 @@ impl Runtime {
         Ok(idx.containers.get(&full).cloned())
     }
 
-    fn get_container(&self, id: &str) -> Result<ContainerRecord> {
+    pub(crate) fn get_container(&self, id: &str) -> Result<ContainerRecord> {
         self.find_container(id)?
             .ok_or_else(|| Error::NotFound(format!("container {id}")))
     }

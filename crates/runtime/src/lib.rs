@@ -20,6 +20,7 @@ pub mod container;
 pub mod error;
 mod podfiles;
 pub mod sandbox;
+mod stats;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -53,6 +54,9 @@ struct Inner {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     layout: cgroups::Layout,
     grantable: BTreeSet<&'static str>,
+    /// The last CPU sample of each container (time, cumulative ns), for
+    /// `usage_nano_cores`.
+    cpu_samples: Mutex<HashMap<String, (i64, u64)>>,
 }
 
 #[derive(Default)]
@@ -117,6 +121,7 @@ impl Runtime {
                 locks: Mutex::default(),
                 layout: cgroups::Layout::detect(),
                 grantable: berth_oci::caps::grantable(),
+                cpu_samples: Mutex::default(),
             }),
         };
         rt.restore().await?;

@@ -221,6 +221,32 @@ impl RuntimeService for Runtime {
         .await
     }
 
+    async fn container_stats(
+        &self,
+        req: Request<cri::ContainerStatsRequest>,
+    ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
+        let r = req.into_inner();
+        call("ContainerStats", Kind::Read, async {
+            Ok(cri::ContainerStatsResponse {
+                stats: Some(self.rt.container_stats(&r.container_id)?),
+            })
+        })
+        .await
+    }
+
+    async fn list_container_stats(
+        &self,
+        req: Request<cri::ListContainerStatsRequest>,
+    ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
+        let r = req.into_inner();
+        call("ListContainerStats", Kind::Read, async {
+            Ok(cri::ListContainerStatsResponse {
+                stats: self.rt.list_container_stats(r.filter.as_ref()),
+            })
+        })
+        .await
+    }
+
     async fn exec_sync(
         &self,
         req: Request<cri::ExecSyncRequest>,

@@ -1,0 +1,185 @@
+//! ContainerStats and ListContainerStats: CPU and memory from the
+//! container's cgroup, writable-layer usage from its overlay upper dir.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use berth_cri::runtime::v1 as cri;
+
+use crate::cgroups::Layout;
+use crate::error::Result;
+use crate::{now_ns, ContainerRecord, Runtime};
+
+fn read_u64(path: &Path) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn stat_file(path: &Path) -> HashMap<String, u64> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            Some((k.to_string(), v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+fn value(v: u64) -> Option<cri::UInt64Value> {
+    Some(cri::UInt64Value { value: v })
+}
+
+/// Cumulative CPU time in nanoseconds, if the cgroup exists.
+fn cpu_usage(layout: Layout, path: &str) -> Option<u64> {
+    match layout {
+        Layout::V1 => read_u64(&layout.dir("cpuacct", path).join("cpuacct.usage")),
+        Layout::V2 => stat_file(&layout.dir("", path).join("cpu.stat"))
+            .get("usage_usec")
+            .map(|u| u * 1000),
+    }
+}
+
+fn memory(layout: Layout, path: &str, ts: i64) -> Option<cri::MemoryUsage> {
+    let dir = layout.dir("memory", path);
+    let (usage, limit, stat) = match layout {
+        Layout::V1 => (
+            read_u64(&dir.join("memory.usage_in_bytes"))?,
+            read_u64(&dir.join("memory.limit_in_bytes")),
+            stat_file(&dir.join("memory.stat")),
+        ),
+        Layout::V2 => (
+            read_u64(&dir.join("memory.current"))?,
+            read_u64(&dir.join("memory.max")),
+            stat_file(&dir.join("memory.stat")),
+        ),
+    };
+    let get = |v1: &str, v2: &str| {
+        let k = if layout == Layout::V1 { v1 } else { v2 };
+        stat.get(k).copied().unwrap_or(0)
+    };
+    let inactive = get("total_inactive_file", "inactive_file");
+    let working_set = usage.saturating_sub(inactive);
+    // v1 reports "no limit" as a huge page-aligned number.
+    let limit = limit.filter(|l| *l < (1 << 62));
+    Some(cri::MemoryUsage {
+        timestamp: ts,
+        working_set_bytes: value(working_set),
+        available_bytes: limit.map(|l| cri::UInt64Value {
+            value: l.saturating_sub(working_set),
+        }),
+        usage_bytes: value(usage),
+        rss_bytes: value(get("total_rss", "anon")),
+        page_faults: value(get("total_pgfault", "pgfault")),
+        major_page_faults: value(get("total_pgmajfault", "pgmajfault")),
+        psi: None,
+    })
+}
+
+/// Bytes and inodes under `dir`, each inode once.
+fn disk_usage(dir: &Path) -> (u64, u64) {
+    let mut seen = std::collections::HashSet::new();
+    let mut bytes = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if seen.insert(m.ino()) {
+                bytes += m.blocks() * 512;
+            }
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    (bytes, seen.len() as u64)
+}
+
+impl Runtime {
+    fn stats_of(&self, c: &ContainerRecord) -> cri::ContainerStats {
+        let ts = now_ns();
+        let layout = self.inner.layout;
+        let cpu = cpu_usage(layout, &c.cgroups_path).map(|total| {
+            let mut prev = self
+                .inner
+                .cpu_samples
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let nano_cores = prev.get(&c.id).and_then(|(t0, u0)| {
+                let dt = (ts - t0) as u64;
+                (dt > 0 && total >= *u0).then(|| (total - u0) * 1_000_000_000 / dt)
+            });
+            prev.insert(c.id.clone(), (ts, total));
+            cri::CpuUsage {
+                timestamp: ts,
+                usage_core_nano_seconds: value(total),
+                usage_nano_cores: nano_cores.and_then(value),
+                psi: None,
+            }
+        });
+        let upper = self.inner.root.join("rootfs").join(&c.id).join("upper");
+        let (used, inodes) = disk_usage(&upper);
+        cri::ContainerStats {
+            attributes: Some(cri::ContainerAttributes {
+                id: c.id.clone(),
+                metadata: Some(c.metadata()),
+                labels: c.config.labels.clone(),
+                annotations: c.config.annotations.clone(),
+            }),
+            cpu,
+            memory: memory(layout, &c.cgroups_path, ts),
+            writable_layer: Some(cri::FilesystemUsage {
+                timestamp: ts,
+                fs_id: Some(cri::FilesystemIdentifier {
+                    mountpoint: self
+                        .inner
+                        .root
+                        .join("rootfs")
+                        .to_string_lossy()
+                        .into_owned(),
+                }),
+                used_bytes: value(used),
+                inodes_used: value(inodes),
+            }),
+            swap: None,
+            io: None,
+        }
+    }
+
+    /// ContainerStats.
+    pub fn container_stats(&self, id: &str) -> Result<cri::ContainerStats> {
+        let c = self.get_container(id)?;
+        Ok(self.stats_of(&c))
+    }
+
+    /// ListContainerStats.
+    pub fn list_container_stats(
+        &self,
+        filter: Option<&cri::ContainerStatsFilter>,
+    ) -> Vec<cri::ContainerStats> {
+        let recs: Vec<ContainerRecord> = self.read_index().containers.values().cloned().collect();
+        {
+            // Forget the samples of removed containers.
+            let mut prev = self
+                .inner
+                .cpu_samples
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            prev.retain(|id, _| recs.iter().any(|c| &c.id == id));
+        }
+        recs.iter()
+            .filter(|c| {
+                let Some(f) = filter else { return true };
+                (f.id.is_empty() || c.id.starts_with(&f.id))
+                    && (f.pod_sandbox_id.is_empty() || c.sandbox_id.starts_with(&f.pod_sandbox_id))
+                    && f.label_selector
+                        .iter()
+                        .all(|(k, v)| c.config.labels.get(k) == Some(v))
+            })
+            .map(|c| self.stats_of(c))
+            .collect()
+    }
+}
