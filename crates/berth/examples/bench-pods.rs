@@ -69,7 +69,10 @@ struct System {
 }
 
 async fn connect(endpoint: &str) -> Option<Channel> {
-    let path = endpoint.strip_prefix("unix://").unwrap_or(endpoint).to_string();
+    let path = endpoint
+        .strip_prefix("unix://")
+        .unwrap_or(endpoint)
+        .to_string();
     let ch = tonic::transport::Endpoint::try_from("http://localhost")
         .ok()?
         .connect_timeout(Duration::from_secs(2))
@@ -104,7 +107,10 @@ fn socket_owner(path: &str) -> Option<u32> {
         };
         if let Ok(fds) = std::fs::read_dir(p.path().join("fd")) {
             for fd in fds.flatten() {
-                if std::fs::read_link(fd.path()).map(|l| l.to_string_lossy() == needle).unwrap_or(false) {
+                if std::fs::read_link(fd.path())
+                    .map(|l| l.to_string_lossy() == needle)
+                    .unwrap_or(false)
+                {
                     return Some(pid);
                 }
             }
@@ -216,7 +222,9 @@ impl System {
         let t_stopp = t.elapsed();
         let t = Instant::now();
         self.rt
-            .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod })
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: pod,
+            })
             .await
             .expect("RemovePodSandbox");
         let t_rmp = t.elapsed();
@@ -269,7 +277,10 @@ impl System {
 fn stats(v: &mut [Duration]) -> (f64, f64) {
     v.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    (ms(v[v.len() / 2]), ms(v[(v.len() * 9 / 10).min(v.len() - 1)]))
+    (
+        ms(v[v.len() / 2]),
+        ms(v[(v.len() * 9 / 10).min(v.len() - 1)]),
+    )
 }
 
 const STEPS: [&str; 8] = [
@@ -293,7 +304,10 @@ async fn main() {
         .expect("push");
     let image = format!("{}/bench/busybox:1", reg.host());
 
-    let dir = tempfile::Builder::new().prefix("berth-bench-").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("berth-bench-")
+        .tempdir()
+        .unwrap();
     let cni = dir.path().join("cni");
     std::fs::create_dir_all(&cni).unwrap();
     let conf = serde_json::json!({
@@ -308,7 +322,10 @@ async fn main() {
     std::fs::write(cni.join("10-bench.conflist"), conf.to_string()).unwrap();
     std::fs::write(
         dir.path().join("config.toml"),
-        format!("[cni]\nconf_dir = \"{}\"\ninstall_default = false\n", cni.display()),
+        format!(
+            "[cni]\nconf_dir = \"{}\"\ninstall_default = false\n",
+            cni.display()
+        ),
     )
     .unwrap();
     let sock = dir.path().join("berth.sock");
@@ -377,7 +394,11 @@ async fn main() {
         s.samples.clear();
     }
 
-    eprintln!("{} lifecycle cycles, alternating {} system(s) ...", a.cycles, systems.len());
+    eprintln!(
+        "{} lifecycle cycles, alternating {} system(s) ...",
+        a.cycles,
+        systems.len()
+    );
     for i in 0..a.cycles {
         let n = systems.len();
         for k in 0..n {
@@ -391,7 +412,10 @@ async fn main() {
     println!("lifecycle, {} cycles (ms)", a.cycles);
     print!("  {:<30} {:>10} {:>10}", "step", "berth p50", "p90");
     if systems.len() > 1 {
-        print!(" {:>14} {:>10} {:>14}", "containerd p50", "p90", "berth/peer p50");
+        print!(
+            " {:>14} {:>10} {:>14}",
+            "containerd p50", "p90", "berth/peer p50"
+        );
     }
     println!();
     for step in STEPS {
@@ -404,7 +428,10 @@ async fn main() {
         println!();
     }
 
-    println!("memory with {} running pods (one `sleep` container each), kB", a.pods);
+    println!(
+        "memory with {} running pods (one `sleep` container each), kB",
+        a.pods
+    );
     for s in &mut systems {
         let (idle_daemon, _, _) = s.memory();
         let mut running = Vec::new();
@@ -431,5 +458,8 @@ async fn main() {
     }
     let _ = daemon.kill();
     let _ = daemon.wait();
-    let _ = Command::new("ip").args(["link", "del", "bbench0"]).stderr(Stdio::null()).status();
+    let _ = Command::new("ip")
+        .args(["link", "del", "bbench0"])
+        .stderr(Stdio::null())
+        .status();
 }

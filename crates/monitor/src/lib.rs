@@ -34,15 +34,7 @@ pub fn run(pod_dir: &Path) -> ExitCode {
             if let Err(e) = detach_stdio(pod_dir) {
                 eprintln!("berth monitor: {e}");
             }
-            // libcontainer reports through tracing: its warnings and errors
-            // go to monitor.log. No thread is started by this subscriber.
-            let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_MONITOR_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,libcgroups=error"));
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr)
-                .with_ansi(false)
-                .try_init();
+            init_logging();
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -54,6 +46,8 @@ pub fn run(pod_dir: &Path) -> ExitCode {
                 }
             };
             let local = tokio::task::LocalSet::new();
+            // Give back what setup used: a monitor lives as long as its pod.
+            trim_heap();
             let served = local.block_on(&rt, async move {
                 let listener = tokio::net::UnixListener::from_std(listener)?;
                 server::serve(pod_dir.to_path_buf(), runner, init, listener).await
@@ -72,6 +66,21 @@ pub fn run(pod_dir: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// libcontainer reports through tracing: its errors go to monitor.log (a
+/// plain level filter: an `EnvFilter` costs every monitor ~100 kB of heap).
+/// `BERTH_MONITOR_LOG=debug|trace|...` asks for more. No thread is started.
+fn init_logging() {
+    let level = std::env::var("BERTH_MONITOR_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing::Level>().ok())
+        .unwrap_or(tracing::Level::ERROR);
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
 }
 
 fn setup(
@@ -96,6 +105,14 @@ fn setup(
         .map_err(|e| format!("socket: {e}"))?;
     let init = pod::setup(&spec).map_err(|e| e.to_string())?;
     Ok((listener, handler::Runner::new(&spec.handler, pod_dir), init))
+}
+
+fn trim_heap() {
+    #[allow(unsafe_code)]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Stdin and stdout become /dev/null (containers inherit nothing from the

@@ -297,9 +297,11 @@ impl Runtime {
         rec: &mut ContainerRecord,
         image: &berth_image::ImageRecord,
     ) -> Result<()> {
+        let t0 = std::time::Instant::now();
         let lowers = self.inner.images.hold(&rec.id, image).await?;
         let rootfs = self.rootfs(&rec.id);
         rootfs.mount(&lowers)?;
+        let t_rootfs = t0.elapsed();
         let image_config: oci_spec::image::ImageConfiguration =
             serde_json::from_slice(&self.inner.images.config_json(image)?).map_err(|e| {
                 Error::FailedPrecondition(format!(
@@ -358,6 +360,7 @@ impl Runtime {
             }
             rec.log_path = Some(path);
         }
+        let t_spec = t0.elapsed();
         let oom_score_adj = generated
             .spec
             .process()
@@ -372,6 +375,13 @@ impl Runtime {
                 memory_cgroup: Some(self.inner.layout.dir("memory", &rec.cgroups_path)),
             })
             .await?;
+        tracing::debug!(
+            container = %rec.id,
+            rootfs_ms = t_rootfs.as_secs_f64() * 1e3,
+            spec_ms = (t_spec - t_rootfs).as_secs_f64() * 1e3,
+            monitor_ms = (t0.elapsed() - t_spec).as_secs_f64() * 1e3,
+            "container created"
+        );
         self.save_container(rec)
     }
 

@@ -267,6 +267,7 @@ impl Runtime {
         sysctls: std::collections::BTreeMap<String, String>,
     ) -> Result<()> {
         let dir = rec.pod_dir(self);
+        let t0 = std::time::Instant::now();
         std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
         if rec.own_uts {
             let path = self.inner.state.join("netns").join(&rec.id);
@@ -280,7 +281,9 @@ impl Runtime {
             made?;
             rec.netns = Some(path);
             let net = rec.network().expect("netns was just set");
+            let t_netns = t0.elapsed();
             let result = self.inner.cni.setup(&net).await?;
+            tracing::debug!(pod = %rec.id, netns_ms = t_netns.as_secs_f64() * 1e3, cni_ms = (t0.elapsed() - t_netns).as_secs_f64() * 1e3, "pod network ready");
             rec.ips = result.ips;
             rec.cni_result = Some(result.result);
         }
@@ -316,7 +319,9 @@ impl Runtime {
         let spec_path = protocol::paths::pod_spec(&dir);
         let text = serde_json::to_vec_pretty(&spec).map_err(|e| Error::Internal(e.to_string()))?;
         std::fs::write(&spec_path, text).map_err(io("writing", &spec_path))?;
+        let t_monitor = std::time::Instant::now();
         let pid = spawn_monitor(&dir).await?;
+        tracing::debug!(pod = %rec.id, monitor_ms = t_monitor.elapsed().as_secs_f64() * 1e3, "monitor ready");
         rec.monitor = ProcessId::of(pid);
         match rec.monitor(self).call(&Request::Ping).await? {
             Reply::Pong { pod_init, .. } => rec.pod_init = pod_init,

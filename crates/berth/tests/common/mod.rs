@@ -150,8 +150,37 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// Also after a failed test: the daemon, then whatever its pods left
+    /// (monitors, containers, mounts), so that one failure does not leak
+    /// into the next tests.
     fn drop(&mut self) {
         self.kill9();
+        if std::env::var_os("BERTH_TEST_KEEP").is_some() {
+            return;
+        }
+        let dir = self.dir.path().to_string_lossy().into_owned();
+        for line in host_traces_of(&dir, None) {
+            if let Some(pid) = line
+                .strip_prefix("process ")
+                .and_then(|r| r.split(':').next())
+                .and_then(|p| p.parse::<i32>().ok())
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+            .filter(|m| m.starts_with(&dir))
+            .collect();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
     }
 }
 
@@ -295,13 +324,17 @@ impl Drop for TestNetwork {
 /// processes that mention its directory.
 pub fn host_traces(d: &Daemon) -> Vec<String> {
     let dir = d.dir.path().to_string_lossy().into_owned();
+    host_traces_of(&dir, d.child.as_ref().map(|c| c.id()))
+}
+
+fn host_traces_of(dir: &str, daemon_pid: Option<u32>) -> Vec<String> {
+    let dir = dir.to_string();
     let mut out: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .lines()
         .filter(|l| l.contains(&dir))
         .map(|l| format!("mount: {l}"))
         .collect();
-    let daemon_pid = d.child.as_ref().map(|c| c.id());
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
             continue;
