@@ -58,13 +58,16 @@ fn args() -> Args {
     a
 }
 
+/// Whether a process (comm, cmdline) is one of a system's per-pod helpers.
+type HelperMatch = Box<dyn Fn(&str, &str) -> bool>;
+
 struct System {
     name: &'static str,
     rt: RuntimeServiceClient<Channel>,
     images: ImageServiceClient<Channel>,
     /// Which processes count: the daemon and its per-pod helpers.
     daemon_pid: u32,
-    helper: Box<dyn Fn(&str, &str) -> bool>,
+    helper: HelperMatch,
     samples: HashMap<&'static str, Vec<Duration>>,
 }
 
