@@ -596,3 +596,129 @@ async fn no_leaks_after_200_pod_cycles() {
         "daemon fds grew from {fds_after_first} to {fds}"
     );
 }
+
+/// A pod with its own user namespace (kubelet's `hostUsers: false`): the
+/// containers see the pod's uid map and run as root inside only.
+#[tokio::test(flavor = "multi_thread")]
+async fn user_namespaced_pod() {
+    let mut e = env().await;
+    let mut config = pod_config("userns", &e.d.dir.path().join("logs/userns"));
+    let mapping = cri::IdMapping {
+        container_id: 0,
+        host_id: 200_000,
+        length: 65536,
+    };
+    config.linux = Some(cri::LinuxPodSandboxConfig {
+        security_context: Some(cri::LinuxSandboxSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                userns_options: Some(cri::UserNamespace {
+                    mode: cri::NamespaceMode::Pod as i32,
+                    uids: vec![mapping],
+                    gids: vec![mapping],
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    // runc is not offered user-namespaced pods.
+    let err =
+        e.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: "runc".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    // Two mapping lines are refused.
+    let mut two = config.clone();
+    let opts = two
+        .linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .as_mut()
+        .unwrap()
+        .namespace_options
+        .as_mut()
+        .unwrap()
+        .userns_options
+        .as_mut()
+        .unwrap();
+    opts.uids.push(cri::IdMapping {
+        container_id: 65536,
+        host_id: 300_000,
+        length: 10,
+    });
+    let err =
+        e.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(two),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+
+    let pod =
+        e.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_or_else(|s| panic!("{s:?}\n{}", e.d.log()))
+        .into_inner()
+        .pod_sandbox_id;
+    let ip = pod_status(&mut e, &pod).await.network.unwrap().ip;
+    let verbose =
+        e.rt.pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .info;
+    assert!(ip.starts_with("10."), "{ip:?} {verbose:?}");
+    let c =
+        e.rt.create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(container_config("main", &e.image, &["sleep", "1000"])),
+            sandbox_config: Some(config),
+        })
+        .await
+        .unwrap_or_else(|s| panic!("{s:?}\n{}", monitor_logs(&e.d)))
+        .into_inner()
+        .container_id;
+    start(&mut e, &c).await;
+    let r = exec(&mut e, &c, &["cat", "/proc/self/uid_map"], 10)
+        .await
+        .unwrap();
+    let map: Vec<String> = String::from_utf8_lossy(&r.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(map, ["0", "200000", "65536"], "{r:?}");
+    let r = exec(&mut e, &c, &["id", "-u"], 10).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "0\n");
+    // The container's processes run as the mapped uid on the host.
+    let st =
+        e.rt.container_status(cri::ContainerStatusRequest {
+            container_id: c.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&st.info["info"]).unwrap();
+    let pid = info["pid"].as_i64().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap()
+        .to_string();
+    assert!(uid_line.contains("200000"), "{uid_line}");
+    stop_remove_pod(&mut e, &pod).await;
+    assert_no_leaks(&e, &[pod, c]);
+}

@@ -21,9 +21,11 @@ use oci_spec::runtime::{LinuxSeccomp, Process};
 
 use crate::handler::{HandlerError, Stdio3};
 
-/// Namespaces joined, in order: the mount namespace last (the others are
-/// opened through the host's /proc before it).
-const NAMESPACES: [(&str, CloneFlags); 6] = [
+/// Namespaces joined, in order: the user namespace first (it owns the
+/// others), the mount namespace last (all are opened through the host's
+/// /proc before any is joined).
+const NAMESPACES: [(&str, CloneFlags); 7] = [
+    ("user", CloneFlags::CLONE_NEWUSER),
     ("ipc", CloneFlags::CLONE_NEWIPC),
     ("uts", CloneFlags::CLONE_NEWUTS),
     ("net", CloneFlags::CLONE_NEWNET),

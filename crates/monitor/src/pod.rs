@@ -18,8 +18,8 @@ use crate::protocol::PodSpec;
 #[derive(Debug, thiserror::Error)]
 #[error("{what}: {source}")]
 pub struct SetupError {
-    what: String,
-    source: std::io::Error,
+    pub(crate) what: String,
+    pub(crate) source: std::io::Error,
 }
 
 fn step<T, E: Into<std::io::Error>>(what: &str, r: Result<T, E>) -> Result<T, SetupError> {
@@ -42,6 +42,9 @@ pub fn setup(spec: &PodSpec) -> Result<Option<Pid>, SetupError> {
         "becoming a child subreaper",
         nix::sys::prctl::set_child_subreaper(true).map_err(nix_io),
     )?;
+    if let Some(maps) = &spec.userns {
+        return userns::pod_init(spec, maps).map(Some);
+    }
     if let Some(netns) = &spec.netns {
         let f = step(&format!("opening {}", netns.display()), File::open(netns))?;
         step(
@@ -69,6 +72,129 @@ pub fn setup(spec: &PodSpec) -> Result<Option<Pid>, SetupError> {
         pod_init().map(Some)
     } else {
         Ok(None)
+    }
+}
+
+/// Pods with their own user namespace: the pod's namespaces must belong to
+/// it, so the pod init creates them after the user namespace, and the
+/// monitor (root on the host) writes the maps in between.
+mod userns {
+    use std::fs::File;
+    use std::io::{Read, Write};
+
+    use nix::sched::{unshare, CloneFlags};
+    use nix::unistd::{sethostname, ForkResult, Gid, Pid, Uid};
+
+    use super::{fork, nix_io, step, write_sysctl, SetupError};
+    use crate::protocol::{IdMaps, PodSpec};
+
+    fn pipe() -> Result<(File, File), SetupError> {
+        let (r, w) = step(
+            "pipe",
+            rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(std::io::Error::from),
+        )?;
+        Ok((File::from(r), File::from(w)))
+    }
+
+    pub fn pod_init(spec: &PodSpec, maps: &IdMaps) -> Result<Pid, SetupError> {
+        let (mut unshared_r, unshared_w) = pipe()?;
+        let (mapped_r, mut mapped_w) = pipe()?;
+        let (mut result_r, result_w) = pipe()?;
+        let child = step("forking the pod init", fork::fork().map_err(nix_io))?;
+        let ForkResult::Parent { child } = child else {
+            drop(unshared_r);
+            drop(mapped_w);
+            drop(result_r);
+            intermediate(spec, unshared_w, mapped_r, result_w)
+        };
+        drop(unshared_w);
+        drop(mapped_r);
+        drop(result_w);
+        let mut b = [0u8; 1];
+        let outcome = (|| {
+            step(
+                "waiting for the user namespace",
+                unshared_r.read_exact(&mut b),
+            )?;
+            for (file, lines) in [("uid_map", &maps.uids), ("gid_map", &maps.gids)] {
+                step(
+                    &format!("writing {file}"),
+                    std::fs::write(format!("/proc/{child}/{file}"), IdMaps::format(lines)),
+                )?;
+            }
+            step("releasing the pod init", mapped_w.write_all(b"m"))?;
+            let mut answer = String::new();
+            let _ = result_r.read_to_string(&mut answer);
+            match answer
+                .strip_prefix("pid ")
+                .and_then(|p| p.trim().parse::<i32>().ok())
+            {
+                Some(pid) => Ok(Pid::from_raw(pid)),
+                None => Err(SetupError {
+                    what: "setting up the pod's user namespace".into(),
+                    source: std::io::Error::other(answer),
+                }),
+            }
+        })();
+        drop(mapped_w);
+        let _ = nix::sys::wait::waitpid(child, None);
+        outcome
+    }
+
+    fn report(mut to: File, text: &str) -> ! {
+        let _ = to.write_all(text.as_bytes());
+        fork::exit(if text.starts_with("pid ") { 0 } else { 1 })
+    }
+
+    /// The forked child: enters a new user namespace, waits for its maps,
+    /// becomes root in it, creates the pod's namespaces and forks the pod
+    /// init into the new PID namespace.
+    fn intermediate(spec: &PodSpec, mut unshared: File, mut mapped: File, result: File) -> ! {
+        if let Err(e) = unshare(CloneFlags::CLONE_NEWUSER) {
+            report(result, &format!("creating the user namespace: {e}"));
+        }
+        let _ = unshared.write_all(b"u");
+        let mut b = [0u8; 1];
+        if mapped.read_exact(&mut b).is_err() {
+            report(result, "the monitor did not write the id maps");
+        }
+        let root = (|| -> Result<(), String> {
+            nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
+            let g = Gid::from_raw(0);
+            nix::unistd::setresgid(g, g, g).map_err(|e| format!("becoming gid 0: {e}"))?;
+            let u = Uid::from_raw(0);
+            nix::unistd::setresuid(u, u, u).map_err(|e| format!("becoming uid 0: {e}"))?;
+            // Changing ids made the process non-dumpable, which makes its
+            // /proc/PID/ns/* unreachable for the containers that join them
+            // from inside the user namespace.
+            nix::sys::prctl::set_dumpable(true).map_err(|e| format!("PR_SET_DUMPABLE: {e}"))?;
+            let mut flags = CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWPID;
+            if spec.new_ipc {
+                flags |= CloneFlags::CLONE_NEWIPC;
+            }
+            if spec.hostname.is_some() {
+                flags |= CloneFlags::CLONE_NEWUTS;
+            }
+            unshare(flags).map_err(|e| format!("creating the pod namespaces: {e}"))?;
+            if let Some(name) = &spec.hostname {
+                sethostname(name).map_err(|e| format!("setting the host name: {e}"))?;
+            }
+            for (k, v) in &spec.sysctls {
+                write_sysctl(k, v).map_err(|e| format!("sysctl {k}={v}: {e}"))?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = root {
+            report(result, &e);
+        }
+        match fork::fork() {
+            Ok(ForkResult::Child) => {
+                drop(result);
+                super::run_pod_init_orphaned()
+            }
+            Ok(ForkResult::Parent { child }) => report(result, &format!("pid {child}")),
+            Err(e) => report(result, &format!("forking the pod init: {e}")),
+        }
     }
 }
 
@@ -108,6 +234,13 @@ fn pod_init() -> Result<Pid, SetupError> {
 /// the monitor. It never returns.
 fn run_pod_init() -> ! {
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    run_pod_init_orphaned()
+}
+
+/// The pod init of a user-namespaced pod: its parent (the intermediate
+/// child) exits at once, so it cannot die with the monitor; the monitor
+/// kills it on shutdown.
+fn run_pod_init_orphaned() -> ! {
     let _ = nix::sys::prctl::set_name(c"berth-pod-init");
     if let Ok(null) = File::options().read(true).write(true).open("/dev/null") {
         // 0, 1 and 2 become /dev/null; everything else is closed below.
@@ -155,6 +288,12 @@ mod fork {
         // SAFETY: the monitor is single-threaded when it sets up the pod (the
         // event loop is built afterwards), so the child can run arbitrary code.
         unsafe { nix::unistd::fork() }
+    }
+
+    /// Leaves a forked child without running the parent's destructors.
+    pub fn exit(code: i32) -> ! {
+        // SAFETY: _exit ends the process at once; nothing is left to run.
+        unsafe { libc::_exit(code) }
     }
 
     /// Closes every fd from `first` on (in the pod init, which owns none of them).

@@ -31,6 +31,30 @@ pub struct PodSpec {
     pub sysctls: BTreeMap<String, String>,
     /// How containers are run.
     pub handler: Handler,
+    /// A pod user namespace with these maps: then the pod init creates the
+    /// user namespace and the pod's network, IPC, UTS and PID namespaces
+    /// inside it (so that it owns them), and `netns` is `None` (the daemon
+    /// pins the pod init's network namespace afterwards for CNI).
+    #[serde(default)]
+    pub userns: Option<IdMaps>,
+}
+
+/// The uid and gid maps of a user namespace, as `/proc/PID/uid_map` lines:
+/// (inside, outside, count).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IdMaps {
+    pub uids: Vec<(u32, u32, u32)>,
+    pub gids: Vec<(u32, u32, u32)>,
+}
+
+impl IdMaps {
+    /// The text the kernel wants in `uid_map`/`gid_map`.
+    pub fn format(lines: &[(u32, u32, u32)]) -> String {
+        lines
+            .iter()
+            .map(|(i, o, n)| format!("{i} {o} {n}\n"))
+            .collect()
+    }
 }
 
 /// Who creates and starts containers.

@@ -63,6 +63,27 @@ impl NetNs {
     }
 
     /// The namespace pinned at `path` (not checked).
+    /// Pins an existing network namespace (`/proc/PID/ns/net` of a process
+    /// that created it) on `dir/name`, so that it can be named to CNI and
+    /// outlives that process.
+    pub fn pin(dir: &Path, name: &str, source: &Path) -> Result<NetNs, NetNsError> {
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            return Err(NetNsError::Name(name.to_string()));
+        }
+        fs::create_dir_all(dir).map_err(io("create directory", dir))?;
+        let path = dir.join(name);
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io("create", &path))?;
+        if let Err(e) = rustix::mount::mount_bind(source, &path) {
+            let _ = fs::remove_file(&path);
+            return Err(io("bind-mount the network namespace on", &path)(e.into()));
+        }
+        Ok(NetNs { path })
+    }
+
     pub fn at(path: impl Into<PathBuf>) -> NetNs {
         NetNs { path: path.into() }
     }

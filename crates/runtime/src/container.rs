@@ -345,6 +345,9 @@ impl Runtime {
             gid: generated.identity.gid,
             groups: generated.identity.additional_gids.clone(),
         };
+        if pod.userns.is_some() {
+            create_mount_points(&merged, &generated.spec)?;
+        }
         let bundle = self.bundle(&rec.id);
         std::fs::create_dir_all(&bundle).map_err(io("creating", &bundle))?;
         let config_path = bundle.join("config.json");
@@ -429,6 +432,39 @@ impl Runtime {
                 Ns::Join(ns_path(pid, "pid"))
             }
         };
+        if let Some(maps) = &pod.userns {
+            // Every namespace of a user-namespaced pod belongs to its user
+            // namespace, held by the pod init.
+            let init = pod.pod_init.ok_or_else(|| {
+                Error::FailedPrecondition(format!("pod {} has no pod init", pod.id))
+            })?;
+            let join = |ns: &str| Ns::Join(ns_path(init, ns));
+            let lines = |l: &[(u32, u32, u32)]| {
+                l.iter()
+                    .map(|(c, h, n)| berth_oci::IdMap {
+                        container_id: *c,
+                        host_id: *h,
+                        size: *n,
+                    })
+                    .collect()
+            };
+            if !matches!(pid, Ns::Join(_)) {
+                return Err(Error::InvalidArgument(
+                    "containers of a user-namespaced pod share its PID namespace".into(),
+                ));
+            }
+            return Ok(berth_oci::Namespaces {
+                net: if pod.own_uts { join("net") } else { Ns::Host },
+                ipc: if pod.own_ipc { join("ipc") } else { Ns::Host },
+                uts: if pod.own_uts { join("uts") } else { Ns::Host },
+                pid: join("pid"),
+                user: Some(berth_oci::UserNs {
+                    uid_mappings: lines(&maps.uids),
+                    gid_mappings: lines(&maps.gids),
+                    path: Some(ns_path(init, "user")),
+                }),
+            });
+        }
         Ok(berth_oci::Namespaces {
             net: match &pod.netns {
                 Some(p) => Ns::Join(p.clone()),
@@ -846,6 +882,106 @@ pub(crate) async fn reconcile(rt: &Runtime) {
             tracing::warn!(container = %id, error = %e, "removing a container without a pod");
         }
     }
+}
+
+/// Creates, as the host's root, the mount points of `spec` that the image
+/// lacks (`/etc/hostname`, volume targets...). A container in a user
+/// namespace is not root on its root filesystem and could not create them.
+/// Paths are resolved inside the rootfs (`RESOLVE_IN_ROOT`): a symlink in
+/// the image cannot point them outside.
+fn create_mount_points(rootfs: &Path, spec: &Spec) -> Result<()> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let root = rustix::fs::open(
+        rootfs,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| io("opening", rootfs)(e.into()))?;
+    let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+    for m in spec.mounts().iter().flatten() {
+        let dest = m.destination();
+        if ["/proc", "/dev", "/sys"]
+            .iter()
+            .any(|p| dest.starts_with(p))
+        {
+            continue;
+        }
+        let rel = dest.strip_prefix("/").unwrap_or(dest);
+        if rel.as_os_str().is_empty()
+            || rustix::fs::openat2(
+                &root,
+                rel,
+                OFlags::PATH | OFlags::CLOEXEC,
+                Mode::empty(),
+                resolve,
+            )
+            .is_ok()
+        {
+            continue;
+        }
+        let is_file = m
+            .source()
+            .as_ref()
+            .is_some_and(|s| std::fs::metadata(s).map(|md| md.is_file()).unwrap_or(false));
+        // Parents first, each resolved inside the root.
+        let mut partial = PathBuf::new();
+        let comps: Vec<_> = rel.components().collect();
+        for (i, c) in comps.iter().enumerate() {
+            partial.push(c);
+            let last = i + 1 == comps.len();
+            let exists = rustix::fs::openat2(
+                &root,
+                &partial,
+                OFlags::PATH | OFlags::CLOEXEC,
+                Mode::empty(),
+                resolve,
+            )
+            .is_ok();
+            if exists {
+                continue;
+            }
+            let parent = partial.parent().unwrap_or(Path::new(""));
+            let dir = if parent.as_os_str().is_empty() {
+                rustix::fs::openat2(
+                    &root,
+                    ".",
+                    OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                    resolve,
+                )
+            } else {
+                rustix::fs::openat2(
+                    &root,
+                    parent,
+                    OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                    resolve,
+                )
+            }
+            .map_err(|e| io("opening", &rootfs.join(parent))(e.into()))?;
+            let name = partial.file_name().unwrap_or_default();
+            let made = if last && is_file {
+                rustix::fs::openat(
+                    &dir,
+                    name,
+                    OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o644),
+                )
+                .map(drop)
+            } else {
+                rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o755))
+            };
+            match made {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => {
+                    return Err(io("creating the mount point", &rootfs.join(&partial))(
+                        e.into(),
+                    ))
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -73,6 +73,9 @@ pub struct SandboxRecord {
     pub pod_init: Option<i32>,
     pub own_ipc: bool,
     pub own_uts: bool,
+    /// The pod's user namespace maps (None: the host's user namespace).
+    #[serde(default)]
+    pub userns: Option<protocol::IdMaps>,
 }
 
 fn ns_options(c: &cri::PodSandboxConfig) -> cri::NamespaceOption {
@@ -209,15 +212,23 @@ impl Runtime {
             ));
         }
         let ns = ns_options(&config);
-        if let Some(u) = &ns.userns_options {
-            if berth_oci::validate_userns(Some(u))?.is_some() {
-                return Err(Error::Unimplemented(
-                    "user namespaces (hostUsers: false) are not supported by this version of Berth"
-                        .into(),
-                ));
+        let userns = berth_oci::validate_userns(ns.userns_options.as_ref())?.map(|u| {
+            let lines = |m: &[berth_oci::IdMap]| {
+                m.iter()
+                    .map(|l| (l.container_id, l.host_id, l.size))
+                    .collect::<Vec<_>>()
+            };
+            protocol::IdMaps {
+                uids: lines(&u.uid_mappings),
+                gids: lines(&u.gid_mappings),
             }
-        }
+        });
         let runner = self.handler(&handler)?;
+        if userns.is_some() && runner != Handler::Builtin {
+            return Err(Error::InvalidArgument(format!(
+                "runtime handler {handler:?} does not support pod user namespaces; use the default handler"
+            )));
+        }
         let host_net = ns.network() == cri::NamespaceMode::Node;
         let own_ipc = ns.ipc() != cri::NamespaceMode::Node;
         let sysctls: std::collections::BTreeMap<String, String> = config
@@ -243,6 +254,7 @@ impl Runtime {
             pod_init: None,
             own_ipc,
             own_uts: !host_net,
+            userns,
         };
         self.reserve(rec.name_key(), &rec.id, "pod sandbox")?;
         let _g = self.lock(&rec.id).await;
@@ -269,7 +281,7 @@ impl Runtime {
         let dir = rec.pod_dir(self);
         let t0 = std::time::Instant::now();
         std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
-        if rec.own_uts {
+        if rec.own_uts && rec.userns.is_none() {
             let path = self.inner.state.join("netns").join(&rec.id);
             let made = {
                 let dir = self.inner.state.join("netns");
@@ -315,6 +327,7 @@ impl Runtime {
             new_pid: ns.pid() != cri::NamespaceMode::Node,
             sysctls,
             handler,
+            userns: rec.userns.clone(),
         };
         let spec_path = protocol::paths::pod_spec(&dir);
         let text = serde_json::to_vec_pretty(&spec).map_err(|e| Error::Internal(e.to_string()))?;
@@ -330,6 +343,21 @@ impl Runtime {
                     "monitor answered {other:?} to ping"
                 )))
             }
+        }
+        if rec.userns.is_some() && rec.own_uts {
+            // The pod init created the network namespace inside the pod's
+            // user namespace: pin it for CNI, then wire it.
+            let init = rec.pod_init.ok_or_else(|| {
+                Error::Internal("the monitor reported no pod init for a user-namespaced pod".into())
+            })?;
+            let source = PathBuf::from(format!("/proc/{init}/ns/net"));
+            let dir = self.inner.state.join("netns");
+            let ns = NetNs::pin(&dir, &rec.id, &source)?;
+            rec.netns = Some(ns.path().to_path_buf());
+            let net = rec.network().expect("netns was just set");
+            let result = self.inner.cni.setup(&net).await?;
+            rec.ips = result.ips;
+            rec.cni_result = Some(result.result);
         }
         rec.ready = true;
         self.save_pod(rec)
@@ -361,8 +389,23 @@ impl Runtime {
                 );
             }
         }
-        // Containers whose monitor is gone are killed through their cgroups.
+        // Containers whose monitor is gone are killed through their cgroups,
+        // and a pod init that outlived it (user-namespaced pods' cannot die
+        // with the monitor) by pid, once it is sure to be this pod's.
         crate::container::kill_orphans(self, &rec.id);
+        if let Some(init) = rec.pod_init {
+            let cmdline = std::fs::read(format!("/proc/{init}/cmdline")).unwrap_or_default();
+            let comm = std::fs::read_to_string(format!("/proc/{init}/comm")).unwrap_or_default();
+            let dir = rec.pod_dir(self);
+            if comm.trim() == "berth-pod-init"
+                && String::from_utf8_lossy(&cmdline).contains(&*dir.to_string_lossy())
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(init),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
         if let Some(net) = rec.network() {
             if let Err(e) = self.inner.cni.teardown(&net, rec.cni_result.as_ref()).await {
                 // Without a CNI config there is nothing to tear down with;

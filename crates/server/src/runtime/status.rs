@@ -40,11 +40,12 @@ pub(super) async fn status(rt: &Runtime, req: cri::StatusRequest) -> Result<cri:
         .handlers()
         .into_iter()
         .map(|name| cri::RuntimeHandler {
-            name,
             features: Some(cri::RuntimeHandlerFeatures {
                 recursive_read_only_mounts: true,
-                user_namespaces: false,
+                // Pod user namespaces: the built-in handler only.
+                user_namespaces: name.is_empty(),
             }),
+            name,
         })
         .collect();
     Ok(cri::StatusResponse {
