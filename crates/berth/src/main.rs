@@ -108,7 +108,8 @@ fn main() -> ExitCode {
                 Err(e) => return fail(&e),
             };
             match rt.block_on(berth_cli::run(&cli.global, cmd)) {
-                Ok(()) => ExitCode::SUCCESS,
+                Ok(berth_cli::Outcome::Success) => ExitCode::SUCCESS,
+                Ok(berth_cli::Outcome::Exit(code)) => ExitCode::from(code.clamp(0, 255) as u8),
                 Err(e) => fail(&e),
             }
         }

@@ -722,3 +722,107 @@ async fn user_namespaced_pod() {
     stop_remove_pod(&mut e, &pod).await;
     assert_no_leaks(&e, &[pod, c]);
 }
+
+/// The CLI's pod and container verbs, with crictl-style config files.
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_pod_and_container_verbs() {
+    let e = env().await;
+    let dir = e.d.dir.path();
+    let pod_yaml = dir.join("pod.yaml");
+    std::fs::write(
+        &pod_yaml,
+        format!(
+            "metadata:\n  name: clipod\n  namespace: default\n  uid: cli-uid\nlog_directory: {}\nlinux: {{}}\n",
+            dir.join("logs/cli").display()
+        ),
+    )
+    .unwrap();
+    let ctr_json = dir.join("ctr.json");
+    std::fs::write(
+        &ctr_json,
+        serde_json::json!({
+            "metadata": {"name": "hello"},
+            "image": {"image": e.image},
+            "command": ["sh", "-c", "echo hello; echo oops >&2; exec sleep 1000"],
+            "log_path": "hello.log"
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let ok = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let id = ok(e.d.cli(&[
+        "run",
+        ctr_json.to_str().unwrap(),
+        pod_yaml.to_str().unwrap(),
+    ]));
+    let id = id.trim().to_string();
+    assert_eq!(id.len(), 64);
+    let ps = ok(e.d.cli(&["ps"]));
+    assert!(
+        ps.contains("Running") && ps.contains("hello") && ps.contains("clipod"),
+        "{ps}"
+    );
+    let pods = ok(e.d.cli(&["pods", "-q"]));
+    assert_eq!(pods.lines().count(), 1);
+
+    let out = e.d.cli(&[
+        "exec",
+        &id[..10],
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+
+    // The log, once the container has written it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = e.d.cli(&["logs", &id]);
+        if String::from_utf8_lossy(&out.stdout) == "hello\n" {
+            assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{out:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let tail = ok(e.d.cli(&["logs", "--tail", "1", "--timestamps", &id]));
+    assert!(
+        tail.is_empty(),
+        "stdout of --tail 1 is the stderr line's stream: {tail:?}"
+    );
+
+    let inspect: serde_json::Value = serde_json::from_str(&ok(e.d.cli(&["inspect", &id]))).unwrap();
+    assert_eq!(inspect["status"]["state"], "CONTAINER_RUNNING");
+    assert!(inspect["info"]["pid"].as_i64().unwrap() > 0);
+    ok(e.d.cli(&["update", "--memory", "200000000", &id]));
+    let inspect: serde_json::Value = serde_json::from_str(&ok(e.d.cli(&["inspect", &id]))).unwrap();
+    assert_eq!(
+        inspect["status"]["resources"]["linux"]["memoryLimitInBytes"],
+        "200000000"
+    );
+
+    ok(e.d.cli(&["stop", "--time", "2", &id]));
+    let ps = ok(e.d.cli(&["ps", "-a"]));
+    assert!(ps.contains("Exited"), "{ps}");
+    let out = e.d.cli(&["exec", "--interactive", &id, "sh"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not supported"));
+    let out = e.d.cli(&["rm", "nosuchid"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no container"),
+        "{out:?}"
+    );
+    ok(e.d.cli(&["rm", &id]));
+    ok(e.d.cli(&["rmp", "-a"]));
+    assert!(ok(e.d.cli(&["pods", "-q"])).is_empty());
+    assert_no_leaks(&e, &[id]);
+}

@@ -3,10 +3,15 @@
 //! Berth, `pull` also shows per-layer progress through Berth's own service.
 #![deny(unsafe_code)]
 
+mod configfile;
 mod connect;
+mod container;
+mod ids;
 mod images;
+mod logfile;
 mod output;
 mod runtime;
+mod sandbox;
 
 use std::time::Duration;
 
@@ -97,10 +102,47 @@ pub enum Command {
     Rmi(images::RmiArgs),
     /// Show what the image filesystem uses.
     Imagefsinfo(images::FsInfoArgs),
+    /// Run a pod from a config file.
+    Runp(sandbox::RunpArgs),
+    /// List pods.
+    Pods(sandbox::PodsArgs),
+    /// Show the status of pods.
+    Inspectp(sandbox::InspectpArgs),
+    /// Stop pods.
+    Stopp(sandbox::StoppArgs),
+    /// Remove pods.
+    Rmp(sandbox::RmpArgs),
+    /// Create a container in a pod.
+    Create(container::CreateArgs),
+    /// Start created containers.
+    Start(container::IdsArgs),
+    /// List containers.
+    Ps(container::PsArgs),
+    /// Show the status of containers.
+    Inspect(container::InspectArgs),
+    /// Stop containers.
+    Stop(container::StopArgs),
+    /// Remove containers.
+    Rm(container::RmArgs),
+    /// Print a container's log.
+    Logs(logfile::LogsArgs),
+    /// Run a command in a running container (without a terminal).
+    Exec(container::ExecArgs),
+    /// Change the resources of running containers.
+    Update(container::UpdateArgs),
+    /// Run a pod and a container in it.
+    Run(container::RunArgs),
+}
+
+/// What a verb asks the process to exit with.
+pub enum Outcome {
+    Success,
+    /// `exec`: the command's own exit code.
+    Exit(i32),
 }
 
 /// Runs one client verb.
-pub async fn run(global: &Global, cmd: Command) -> Result<(), CliError> {
+pub async fn run(global: &Global, cmd: Command) -> Result<Outcome, CliError> {
     let mut c = connect(&global.runtime_endpoint, global.timeout).await?;
     if let Some(ep) = &global.image_endpoint {
         let ic = connect(ep, global.timeout).await?;
@@ -115,7 +157,23 @@ pub async fn run(global: &Global, cmd: Command) -> Result<(), CliError> {
         Command::Inspecti(a) => images::inspecti(&mut c, global, a).await,
         Command::Rmi(a) => images::rmi(&mut c, global, a).await,
         Command::Imagefsinfo(a) => images::fsinfo(&mut c, global, a).await,
+        Command::Runp(a) => sandbox::runp(&mut c, global, a).await,
+        Command::Pods(a) => sandbox::pods(&mut c, global, a).await,
+        Command::Inspectp(a) => sandbox::inspectp(&mut c, global, a).await,
+        Command::Stopp(a) => sandbox::stopp(&mut c, global, a).await,
+        Command::Rmp(a) => sandbox::rmp(&mut c, global, a).await,
+        Command::Create(a) => container::create(&mut c, global, a).await,
+        Command::Start(a) => container::start(&mut c, global, a).await,
+        Command::Ps(a) => container::ps(&mut c, global, a).await,
+        Command::Inspect(a) => container::inspect(&mut c, global, a).await,
+        Command::Stop(a) => container::stop(&mut c, global, a).await,
+        Command::Rm(a) => container::rm(&mut c, global, a).await,
+        Command::Logs(a) => logfile::logs(&mut c, global, a).await,
+        Command::Exec(a) => return container::exec(&mut c, global, a).await.map(Outcome::Exit),
+        Command::Update(a) => container::update(&mut c, global, a).await,
+        Command::Run(a) => container::run(&mut c, global, a).await,
     }
+    .map(|()| Outcome::Success)
 }
 
 /// A request with the global timeout applied.

@@ -170,7 +170,7 @@ fn container_config_field_numbers() {
         working_dir: "/w".into(),
         envs: vec![cri::KeyValue {
             key: "K".into(),
-            value: b"V".to_vec(),
+            value: "V".into(),
         }],
         log_path: "l".into(),
         tty: true,

@@ -569,9 +569,7 @@ fn environment(
         merge_env(&mut env, e);
     }
     for kv in &c.envs {
-        let value = std::str::from_utf8(&kv.value).map_err(|_| {
-            SpecError::invalid("env", format!("the value of {:?} is not UTF-8", kv.key))
-        })?;
+        let value = kv.value.as_str();
         if kv.key.is_empty() || kv.key.contains(['=', '\0']) || value.contains('\0') {
             return Err(SpecError::invalid(
                 "env",
