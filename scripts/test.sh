@@ -14,6 +14,9 @@ command -v pkg-config >/dev/null || need+=(pkg-config)
 command -v iptables >/dev/null || need+=(iptables)
 command -v ip >/dev/null || need+=(iproute2)
 command -v nsenter >/dev/null || need+=(util-linux)
+command -v runc >/dev/null || [ -x /usr/sbin/runc ] || need+=(runc)
+pkg-config --exists libseccomp 2>/dev/null || need+=(libseccomp-dev)
+command -v ps >/dev/null || need+=(procps)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing packages: ${need[*]} (run as root, or install them)" >&2

@@ -29,11 +29,42 @@ async fn version_status_and_runtime_config() {
     let conds = s.status.unwrap().conditions;
     let get = |t: &str| conds.iter().find(|c| c.r#type == t).cloned().unwrap();
     assert!(get("RuntimeReady").status);
-    let net = get("NetworkReady");
-    assert!(!net.status);
-    assert!(!net.reason.is_empty() && !net.message.is_empty());
+    // An empty CNI directory got the default bridge network.
+    assert!(get("NetworkReady").status, "{conds:?}");
+    let installed = d.dir.path().join("cni/87-berth-bridge.conflist");
+    let conf: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&installed).unwrap()).unwrap();
+    assert_eq!(conf["plugins"][0]["type"], "bridge");
+    // The default handler and runc, with their features.
+    let handlers: Vec<(String, bool)> = s
+        .runtime_handlers
+        .iter()
+        .map(|h| (h.name.clone(), h.features.as_ref().unwrap().user_namespaces))
+        .collect();
+    assert_eq!(handlers[0], (String::new(), true));
+    assert!(s.features.as_ref().unwrap().supplemental_groups_policy);
     let cfg: serde_json::Value = serde_json::from_str(&s.info["config"]).unwrap();
     assert!(cfg["root"].as_str().unwrap().ends_with("/root"));
+
+    // Without a network (and without the default one), NetworkReady is
+    // false with a reason.
+    let bare = Daemon::start("[cni]\nconf_dir = \"{dir}/none\"\ninstall_default = false\n");
+    let s = bare
+        .runtime()
+        .await
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
+    let net = s
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.r#type == "NetworkReady")
+        .unwrap();
+    assert!(!net.status);
+    assert!(!net.reason.is_empty() && net.message.contains("CNI"), "{net:?}");
     let rc = rt
         .runtime_config(cri::RuntimeConfigRequest {})
         .await
@@ -45,7 +76,7 @@ async fn version_status_and_runtime_config() {
     );
     // Not yet implemented calls say so.
     let e = rt
-        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+        .list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest { filter: None })
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unimplemented);

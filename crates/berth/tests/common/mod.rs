@@ -37,6 +37,12 @@ impl Daemon {
             child: None,
             config: String::new(),
         };
+        // Pod networks stay in the test's directory, never in /etc/cni.
+        let config = if config.contains("[cni]") {
+            config.to_string()
+        } else {
+            format!("{config}\n[cni]\nconf_dir = \"{{dir}}/cni\"\n")
+        };
         d.config = config.replace("{dir}", &d.dir.path().to_string_lossy());
         d.spawn();
         d
