@@ -64,7 +64,10 @@ async fn version_status_and_runtime_config() {
         .find(|c| c.r#type == "NetworkReady")
         .unwrap();
     assert!(!net.status);
-    assert!(!net.reason.is_empty() && net.message.contains("CNI"), "{net:?}");
+    assert!(
+        !net.reason.is_empty() && net.message.contains("CNI"),
+        "{net:?}"
+    );
     let rc = rt
         .runtime_config(cri::RuntimeConfigRequest {})
         .await
