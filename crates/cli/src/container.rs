@@ -155,16 +155,8 @@ pub struct PsArgs {
     /// Only containers whose image contains this.
     #[arg(long)]
     pub image: Option<String>,
-    #[arg(long, short = 'q')]
-    pub quiet: bool,
-    #[arg(long, short = 'o', value_enum, default_value = "table")]
-    pub output: Format,
-    #[arg(long)]
-    pub no_trunc: bool,
-    #[arg(long, short = 'l')]
-    pub latest: bool,
-    #[arg(long)]
-    pub last: Option<usize>,
+    #[command(flatten)]
+    pub list: ids::ListOpts,
 }
 
 fn container_state(s: &str) -> Result<i32, CliError> {
@@ -224,20 +216,15 @@ pub async fn ps(c: &mut Clients, g: &Global, a: PsArgs) -> Result<(), CliError> 
         a.name.as_deref().is_none_or(|n| m.name.contains(n))
             && a.image.as_deref().is_none_or(|i| image.contains(i))
     });
-    items.sort_by_key(|x| std::cmp::Reverse(x.created_at));
-    if a.latest {
-        items.truncate(1);
-    } else if let Some(n) = a.last {
-        items.truncate(n);
-    }
-    if a.quiet {
+    a.list.select(&mut items, |x| x.created_at);
+    if a.list.quiet {
         for x in &items {
             println!("{}", x.id);
         }
         return Ok(());
     }
-    if a.output != Format::Table {
-        return print_structured(&serde_json::json!({ "containers": items }), a.output);
+    if a.list.output != Format::Table {
+        return print_structured(&serde_json::json!({ "containers": items }), a.list.output);
     }
     let pods: std::collections::HashMap<String, String> = c
         .runtime
@@ -263,13 +250,13 @@ pub async fn ps(c: &mut Clients, g: &Global, a: PsArgs) -> Result<(), CliError> 
     for x in &items {
         let m = x.metadata.clone().unwrap_or_default();
         t.add_row(vec![
-            ids::shown(&x.id, a.no_trunc),
+            ids::shown(&x.id, a.list.no_trunc),
             x.image.clone().unwrap_or_default().image,
             ids::age(x.created_at, now),
             state_name(x.state).to_string(),
             m.name,
             m.attempt.to_string(),
-            ids::shown(&x.pod_sandbox_id, a.no_trunc),
+            ids::shown(&x.pod_sandbox_id, a.list.no_trunc),
             pods.get(&x.pod_sandbox_id).cloned().unwrap_or_default(),
         ]);
     }

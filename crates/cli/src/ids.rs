@@ -87,6 +87,37 @@ pub fn shown(id: &str, no_trunc: bool) -> String {
     }
 }
 
+/// The output options `pods` and `ps` share.
+#[derive(Debug, clap::Args)]
+pub struct ListOpts {
+    /// Ids only.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    pub output: crate::Format,
+    /// Full ids.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// The most recent one only.
+    #[arg(long, short = 'l')]
+    pub latest: bool,
+    /// The N most recent ones.
+    #[arg(long)]
+    pub last: Option<usize>,
+}
+
+impl ListOpts {
+    /// Newest first, cut to --latest or --last.
+    pub fn select<T>(&self, items: &mut Vec<T>, created: impl Fn(&T) -> i64) {
+        items.sort_by_key(|x| std::cmp::Reverse(created(x)));
+        if self.latest {
+            items.truncate(1);
+        } else if let Some(n) = self.last {
+            items.truncate(n);
+        }
+    }
+}
+
 /// `k=v` labels from the command line.
 pub fn labels(pairs: &[String]) -> Result<std::collections::HashMap<String, String>, CliError> {
     pairs

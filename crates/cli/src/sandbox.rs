@@ -65,20 +65,8 @@ pub struct PodsArgs {
     /// Only pods of this runtime handler.
     #[arg(long)]
     pub runtime: Option<String>,
-    /// Ids only.
-    #[arg(long, short = 'q')]
-    pub quiet: bool,
-    #[arg(long, short = 'o', value_enum, default_value = "table")]
-    pub output: Format,
-    /// Full ids.
-    #[arg(long)]
-    pub no_trunc: bool,
-    /// The most recent pod only.
-    #[arg(long, short = 'l')]
-    pub latest: bool,
-    /// The N most recent pods.
-    #[arg(long)]
-    pub last: Option<usize>,
+    #[command(flatten)]
+    pub list: ids::ListOpts,
 }
 
 fn pod_state(s: &str) -> Result<i32, CliError> {
@@ -122,20 +110,15 @@ pub async fn pods(c: &mut Clients, g: &Global, a: PodsArgs) -> Result<(), CliErr
                 .is_none_or(|n| m.namespace.contains(n))
             && a.runtime.as_deref().is_none_or(|r| p.runtime_handler == r)
     });
-    items.sort_by_key(|x| std::cmp::Reverse(x.created_at));
-    if a.latest {
-        items.truncate(1);
-    } else if let Some(n) = a.last {
-        items.truncate(n);
-    }
-    if a.quiet {
+    a.list.select(&mut items, |p| p.created_at);
+    if a.list.quiet {
         for p in &items {
             println!("{}", p.id);
         }
         return Ok(());
     }
-    if a.output != Format::Table {
-        return print_structured(&serde_json::json!({ "items": items }), a.output);
+    if a.list.output != Format::Table {
+        return print_structured(&serde_json::json!({ "items": items }), a.list.output);
     }
     let now = ids::now_ns();
     let mut t = table(&[
@@ -155,7 +138,7 @@ pub async fn pods(c: &mut Clients, g: &Global, a: PodsArgs) -> Result<(), CliErr
             "NotReady"
         };
         t.add_row(vec![
-            ids::shown(&p.id, a.no_trunc),
+            ids::shown(&p.id, a.list.no_trunc),
             ids::age(p.created_at, now),
             state.to_string(),
             m.name,

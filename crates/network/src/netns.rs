@@ -35,16 +35,7 @@ pub struct NetNs {
 impl NetNs {
     /// Creates a new network namespace pinned at `dir/name`.
     pub fn create(dir: &Path, name: &str) -> Result<NetNs, NetNsError> {
-        if name.is_empty() || name.contains('/') || name.starts_with('.') {
-            return Err(NetNsError::Name(name.to_string()));
-        }
-        fs::create_dir_all(dir).map_err(io("create directory", dir))?;
-        let path = dir.join(name);
-        fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(io("create", &path))?;
+        let path = mount_point(dir, name)?;
         let target = path.clone();
         // unshare(CLONE_NEWNET) moves only the calling thread: do it on a
         // thread of its own, which pins the namespace and then exits.
@@ -67,16 +58,7 @@ impl NetNs {
     /// that created it) on `dir/name`, so that it can be named to CNI and
     /// outlives that process.
     pub fn pin(dir: &Path, name: &str, source: &Path) -> Result<NetNs, NetNsError> {
-        if name.is_empty() || name.contains('/') || name.starts_with('.') {
-            return Err(NetNsError::Name(name.to_string()));
-        }
-        fs::create_dir_all(dir).map_err(io("create directory", dir))?;
-        let path = dir.join(name);
-        fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(io("create", &path))?;
+        let path = mount_point(dir, name)?;
         if let Err(e) = rustix::mount::mount_bind(source, &path) {
             let _ = fs::remove_file(&path);
             return Err(io("bind-mount the network namespace on", &path)(e.into()));
@@ -116,6 +98,21 @@ impl NetNs {
             _ => Ok(()),
         }
     }
+}
+
+/// The empty file `dir/name` a namespace is bind-mounted on.
+fn mount_point(dir: &Path, name: &str) -> Result<PathBuf, NetNsError> {
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return Err(NetNsError::Name(name.to_string()));
+    }
+    fs::create_dir_all(dir).map_err(io("create directory", dir))?;
+    let path = dir.join(name);
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(io("create", &path))?;
+    Ok(path)
 }
 
 #[allow(unsafe_code)]

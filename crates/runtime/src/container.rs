@@ -72,6 +72,20 @@ impl ContainerRecord {
         let m = self.metadata();
         format!("{}_{}_{}", m.name, self.pod_key, m.attempt)
     }
+
+    /// The CRI list filters: id and pod id prefixes (empty: any), labels.
+    pub fn matches(
+        &self,
+        id: &str,
+        pod: &str,
+        labels: &std::collections::HashMap<String, String>,
+    ) -> bool {
+        self.id.starts_with(id)
+            && self.sandbox_id.starts_with(pod)
+            && labels
+                .iter()
+                .all(|(k, v)| self.config.labels.get(k) == Some(v))
+    }
 }
 
 /// Root filesystem directories of a container.
@@ -625,12 +639,7 @@ impl Runtime {
         let recs: Vec<ContainerRecord> = self.read_index().containers.values().cloned().collect();
         recs.iter()
             .filter(|c| {
-                let Some(f) = filter else { return true };
-                (f.id.is_empty() || c.id.starts_with(&f.id))
-                    && (f.pod_sandbox_id.is_empty() || c.sandbox_id.starts_with(&f.pod_sandbox_id))
-                    && f.label_selector
-                        .iter()
-                        .all(|(k, v)| c.config.labels.get(k) == Some(v))
+                filter.is_none_or(|f| c.matches(&f.id, &f.pod_sandbox_id, &f.label_selector))
             })
             .filter_map(|c| {
                 let state = cri_state(&self.container_state(c));

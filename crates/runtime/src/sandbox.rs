@@ -291,13 +291,8 @@ impl Runtime {
                     .map_err(|e| Error::Internal(e.to_string()))?
             };
             made?;
-            rec.netns = Some(path);
-            let net = rec.network().expect("netns was just set");
-            let t_netns = t0.elapsed();
-            let result = self.inner.cni.setup(&net).await?;
-            tracing::debug!(pod = %rec.id, netns_ms = t_netns.as_secs_f64() * 1e3, cni_ms = (t0.elapsed() - t_netns).as_secs_f64() * 1e3, "pod network ready");
-            rec.ips = result.ips;
-            rec.cni_result = Some(result.result);
+            self.wire_network(rec, path).await?;
+            tracing::debug!(pod = %rec.id, ms = t0.elapsed().as_secs_f64() * 1e3, "pod network ready");
         }
         let hostname = if rec.own_uts {
             let h = &rec.config.hostname;
@@ -353,14 +348,21 @@ impl Runtime {
             let source = PathBuf::from(format!("/proc/{init}/ns/net"));
             let dir = self.inner.state.join("netns");
             let ns = NetNs::pin(&dir, &rec.id, &source)?;
-            rec.netns = Some(ns.path().to_path_buf());
-            let net = rec.network().expect("netns was just set");
-            let result = self.inner.cni.setup(&net).await?;
-            rec.ips = result.ips;
-            rec.cni_result = Some(result.result);
+            self.wire_network(rec, ns.path().to_path_buf()).await?;
         }
         rec.ready = true;
         self.save_pod(rec)
+    }
+
+    /// Records the pod's network namespace (so that cleanup finds it even
+    /// if CNI fails) and runs CNI ADD in it.
+    async fn wire_network(&self, rec: &mut SandboxRecord, netns: PathBuf) -> Result<()> {
+        rec.netns = Some(netns);
+        let net = rec.network().expect("netns was just set");
+        let result = self.inner.cni.setup(&net).await?;
+        rec.ips = result.ips;
+        rec.cni_result = Some(result.result);
+        Ok(())
     }
 
     /// Stops whatever the pod still runs and releases its network and

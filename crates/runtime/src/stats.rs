@@ -172,12 +172,7 @@ impl Runtime {
         }
         recs.iter()
             .filter(|c| {
-                let Some(f) = filter else { return true };
-                (f.id.is_empty() || c.id.starts_with(&f.id))
-                    && (f.pod_sandbox_id.is_empty() || c.sandbox_id.starts_with(&f.pod_sandbox_id))
-                    && f.label_selector
-                        .iter()
-                        .all(|(k, v)| c.config.labels.get(k) == Some(v))
+                filter.is_none_or(|f| c.matches(&f.id, &f.pod_sandbox_id, &f.label_selector))
             })
             .map(|c| self.stats_of(c))
             .collect()
