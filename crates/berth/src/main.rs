@@ -94,6 +94,14 @@ fn fail(e: &dyn std::fmt::Display) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // A pod's monitor lives as long as the pod: start it before clap builds
+    // the whole command tree, whose heap and stack every monitor would keep.
+    let mut args = std::env::args_os().skip(1);
+    if let (Some(verb), Some(pod_dir), None) = (args.next(), args.next(), args.next()) {
+        if verb == "monitor" {
+            return berth_monitor::run(std::path::Path::new(&pod_dir));
+        }
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Daemon(a) => daemon(a),

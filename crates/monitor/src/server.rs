@@ -307,7 +307,8 @@ fn create(
 }
 
 async fn pump(mut rx: pipe::Receiver, stream: Stream, log: Option<Rc<RefCell<LogWriter>>>) {
-    let mut buf = vec![0u8; 32 * 1024];
+    // Small: every container has two of these for its whole life.
+    let mut buf = vec![0u8; 8192];
     loop {
         match rx.read(&mut buf).await {
             Ok(0) | Err(_) => break,

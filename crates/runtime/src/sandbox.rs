@@ -291,8 +291,8 @@ impl Runtime {
                     .map_err(|e| Error::Internal(e.to_string()))?
             };
             made?;
-            self.wire_network(rec, path).await?;
-            tracing::debug!(pod = %rec.id, ms = t0.elapsed().as_secs_f64() * 1e3, "pod network ready");
+            // Wired by CNI below, while the monitor starts.
+            rec.netns = Some(path);
         }
         let hostname = if rec.own_uts {
             let h = &rec.config.hostname;
@@ -327,10 +327,25 @@ impl Runtime {
         let spec_path = protocol::paths::pod_spec(&dir);
         let text = serde_json::to_vec_pretty(&spec).map_err(|e| Error::Internal(e.to_string()))?;
         std::fs::write(&spec_path, text).map_err(io("writing", &spec_path))?;
-        let t_monitor = std::time::Instant::now();
-        let pid = spawn_monitor(&dir).await?;
-        tracing::debug!(pod = %rec.id, monitor_ms = t_monitor.elapsed().as_secs_f64() * 1e3, "monitor ready");
-        rec.monitor = ProcessId::of(pid);
+        // The monitor joins the netns and CNI wires it: both at once.
+        let pending_net = rec.userns.is_none().then(|| rec.network()).flatten();
+        let cni = async {
+            match &pending_net {
+                Some(net) => Some(self.inner.cni.setup(net).await),
+                None => None,
+            }
+        };
+        let (spawned, wired) = tokio::join!(spawn_monitor(&dir), cni);
+        if let Ok(pid) = &spawned {
+            rec.monitor = ProcessId::of(*pid);
+        }
+        if let Some(wired) = wired {
+            let result = wired?;
+            rec.ips = result.ips;
+            rec.cni_result = Some(result.result);
+        }
+        spawned?;
+        tracing::debug!(pod = %rec.id, ms = t0.elapsed().as_secs_f64() * 1e3, "pod network and monitor ready");
         match rec.monitor(self).call(&Request::Ping).await? {
             Reply::Pong { pod_init, .. } => rec.pod_init = pod_init,
             other => {
