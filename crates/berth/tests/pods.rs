@@ -826,3 +826,48 @@ async fn cli_pod_and_container_verbs() {
     assert!(ok(e.d.cli(&["pods", "-q"])).is_empty());
     assert_no_leaks(&e, &[id]);
 }
+
+/// A monitor that dies (OOM killer, a stray kill -9) takes its pod down:
+/// the pod is reported NOTREADY, its containers EXITED, and removing the
+/// pod still releases everything.
+#[tokio::test(flavor = "multi_thread")]
+async fn pod_whose_monitor_died_is_reported_and_cleaned_up() {
+    let mut e = env().await;
+    let pod = run_pod(&mut e, "orphan", "").await;
+    let c = create(&mut e, &pod, "main", &["sleep", "1000"]).await;
+    start(&mut e, &c).await;
+    let info =
+        e.rt.pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .info;
+    let info: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+    let monitor = info["monitorPid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pod_status(&mut e, &pod).await.state != cri::PodSandboxState::SandboxNotready as i32 {
+        assert!(
+            Instant::now() < deadline,
+            "pod still ready after its monitor died"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let s = status(&mut e, &c).await;
+    assert_eq!(
+        s.state,
+        cri::ContainerState::ContainerExited as i32,
+        "{s:?}"
+    );
+    let err = exec(&mut e, &c, &["true"], 5).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    stop_remove_pod(&mut e, &pod).await;
+    assert_no_leaks(&e, &[pod, c]);
+}
