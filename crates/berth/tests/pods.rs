@@ -871,3 +871,45 @@ async fn pod_whose_monitor_died_is_reported_and_cleaned_up() {
     stop_remove_pod(&mut e, &pod).await;
     assert_no_leaks(&e, &[pod, c]);
 }
+
+/// kill -9 of the daemon inside RunPodSandbox or CreateContainer leaves a
+/// monitor, a netns, mounts and directories without a record (records are
+/// written last). The next start releases them. Simulated by dropping the
+/// records while the daemon is down.
+#[tokio::test(flavor = "multi_thread")]
+async fn unrecorded_leftovers_are_released_at_start() {
+    let mut e = env().await;
+    let pod = run_pod(&mut e, "half", "").await;
+    let c = create(&mut e, &pod, "main", &["sleep", "1000"]).await;
+    start(&mut e, &c).await;
+    let kept = run_pod(&mut e, "kept", "").await;
+    let kept_c = create(&mut e, &kept, "main", &["sleep", "1000"]).await;
+    assert_eq!(e.net.veths().len(), 2);
+    e.d.kill9();
+    // As if the daemon had died before writing these records.
+    std::fs::remove_file(e.d.root().join(format!("runtime/pods/{pod}.json"))).unwrap();
+    std::fs::remove_file(e.d.root().join(format!("runtime/containers/{c}.json"))).unwrap();
+    std::fs::remove_file(e.d.root().join(format!("runtime/containers/{kept_c}.json"))).unwrap();
+    e.d.spawn();
+    e.rt = e.d.runtime().await;
+    let pods =
+        e.rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .items;
+    assert_eq!(
+        pods.iter().map(|p| p.id.clone()).collect::<Vec<_>>(),
+        [kept.clone()]
+    );
+    assert!(!e.d.state().join("pods").join(&pod).exists());
+    assert!(!e.d.state().join("netns").join(&pod).exists());
+    assert!(!e.d.root().join("runtime/rootfs").join(&c).exists());
+    assert!(!e.d.root().join("runtime/rootfs").join(&kept_c).exists());
+    assert_eq!(e.net.veths().len(), 1, "the leftover pod's veth is gone");
+    // The recorded pod still works.
+    let again = create(&mut e, &kept, "again", &["sleep", "1000"]).await;
+    start(&mut e, &again).await;
+    stop_remove_pod(&mut e, &kept).await;
+    assert_no_leaks(&e, &[pod, c, kept, kept_c, again]);
+}

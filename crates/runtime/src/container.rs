@@ -876,8 +876,35 @@ pub(crate) fn kill_orphans(rt: &Runtime, pod_id: &str) {
     }
 }
 
-/// At start: containers whose pod record is gone are removed.
+/// At start: containers whose pod record is gone are removed, and root
+/// filesystems and bundles of containers that were never recorded (the
+/// daemon was killed inside CreateContainer) are released.
 pub(crate) async fn reconcile(rt: &Runtime) {
+    let known: std::collections::HashSet<String> =
+        rt.read_index().containers.keys().cloned().collect();
+    for e in std::fs::read_dir(rt.inner.root.join("rootfs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let id = e.file_name().to_string_lossy().into_owned();
+        if !known.contains(&id) {
+            tracing::warn!(container = %id, "removing the root filesystem of an unrecorded container");
+            if let Err(err) = rt.rootfs(&id).remove() {
+                tracing::warn!(container = %id, error = %err, "removing a leftover root filesystem");
+            }
+        }
+    }
+    for e in std::fs::read_dir(rt.inner.state.join("containers"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let id = e.file_name().to_string_lossy().into_owned();
+        if !known.contains(&id) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
     let orphans: Vec<String> = {
         let idx = rt.read_index();
         idx.containers

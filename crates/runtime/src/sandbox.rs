@@ -621,6 +621,7 @@ async fn spawn_monitor(dir: &std::path::Path) -> Result<i32> {
 /// At start: pods whose monitor died while the daemon was away are no
 /// longer ready.
 pub(crate) async fn reconcile(rt: &Runtime) {
+    remove_unrecorded_pods(rt).await;
     let pods: Vec<SandboxRecord> = rt.read_index().pods.values().cloned().collect();
     for mut p in pods {
         if p.ready && !p.monitor_alive() {
@@ -630,5 +631,54 @@ pub(crate) async fn reconcile(rt: &Runtime) {
                 tracing::warn!(pod = %p.id, error = %e, "saving the pod record");
             }
         }
+    }
+}
+
+/// A daemon killed in the middle of RunPodSandbox leaves a pod directory, a
+/// network namespace and possibly a monitor, but no record (the record is
+/// written last). At start they are released: the monitor is shut down, the
+/// network torn down by the pod's id (CNI plugins key their state on it),
+/// the namespace and the shm tmpfs unmounted, the directory removed.
+async fn remove_unrecorded_pods(rt: &Runtime) {
+    let known: std::collections::HashSet<String> = rt.read_index().pods.keys().cloned().collect();
+    let dirs = [rt.inner.state.join("pods"), rt.inner.state.join("netns")];
+    let mut ids = std::collections::BTreeSet::new();
+    for d in &dirs {
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            let id = e.file_name().to_string_lossy().into_owned();
+            if !known.contains(&id) {
+                ids.insert(id);
+            }
+        }
+    }
+    for id in ids {
+        tracing::warn!(pod = %id, "removing what an interrupted RunPodSandbox left");
+        let dir = rt.pod_dir(&id);
+        let client = Client::new(&dir);
+        if client.ping().await {
+            let _ =
+                tokio::time::timeout(MONITOR_SHUTDOWN, client.done_call(&Request::Shutdown)).await;
+        }
+        let netns = rt.inner.state.join("netns").join(&id);
+        if netns.exists() {
+            let net = PodNetwork {
+                id: id.clone(),
+                netns: netns.clone(),
+                name: String::new(),
+                namespace: String::new(),
+                uid: String::new(),
+                port_mappings: Vec::new(),
+            };
+            if let Err(e) = rt.inner.cni.teardown(&net, None).await {
+                tracing::warn!(pod = %id, error = %e, "CNI teardown of a leftover pod");
+            }
+            if let Err(e) = NetNs::at(&netns).remove() {
+                tracing::warn!(pod = %id, error = %e, "removing a leftover network namespace");
+            }
+        }
+        if let Err(e) = PodFiles::at(&dir, true).release() {
+            tracing::warn!(pod = %id, error = %e, "unmounting a leftover shm");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
