@@ -898,10 +898,8 @@ async fn unrecorded_leftovers_are_released_at_start() {
             .unwrap()
             .into_inner()
             .items;
-    assert_eq!(
-        pods.iter().map(|p| p.id.clone()).collect::<Vec<_>>(),
-        [kept.clone()]
-    );
+    let ids: Vec<&str> = pods.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids, [kept.as_str()]);
     assert!(!e.d.state().join("pods").join(&pod).exists());
     assert!(!e.d.state().join("netns").join(&pod).exists());
     assert!(!e.d.root().join("runtime/rootfs").join(&c).exists());
