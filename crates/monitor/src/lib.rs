@@ -11,6 +11,7 @@
 
 pub mod client;
 mod handler;
+mod memory;
 mod nsexec;
 mod pod;
 pub mod protocol;
@@ -47,7 +48,7 @@ pub fn run(pod_dir: &Path) -> ExitCode {
             };
             let local = tokio::task::LocalSet::new();
             // Give back what setup used: a monitor lives as long as its pod.
-            trim_heap();
+            memory::give_back();
             let served = local.block_on(&rt, async move {
                 let listener = tokio::net::UnixListener::from_std(listener)?;
                 server::serve(pod_dir.to_path_buf(), runner, init, listener).await
@@ -105,14 +106,6 @@ fn setup(
         .map_err(|e| format!("socket: {e}"))?;
     let init = pod::setup(&spec).map_err(|e| e.to_string())?;
     Ok((listener, handler::Runner::new(&spec.handler, pod_dir), init))
-}
-
-fn trim_heap() {
-    #[allow(unsafe_code)]
-    // SAFETY: malloc_trim only returns free heap pages to the kernel.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 /// Stdin and stdout become /dev/null (containers inherit nothing from the

@@ -248,6 +248,7 @@ fn create(
         Err(e) => return fail(ErrorKind::Internal, format!("creating pipes: {e}")),
     };
     let created = mon.borrow().runner.create(&id, bundle, stdio);
+    crate::memory::give_back();
     let pid = match created {
         Ok(pid) => pid,
         Err(e) => {
@@ -341,6 +342,7 @@ fn start(mon: &Shared, id: &str) -> Reply {
         );
     }
     let started = mon.borrow().runner.start(id);
+    crate::memory::give_back();
     if let Err(e) = started {
         return fail(ErrorKind::Internal, e.to_string());
     }
@@ -546,6 +548,7 @@ async fn exec(mon: &Shared, id: &str, process: serde_json::Value, timeout_secs: 
         stdio,
     );
     let _ = std::fs::remove_file(&process_file);
+    crate::memory::give_back();
     let pid = match started {
         Ok(pid) => pid,
         Err(e) => return fail(ErrorKind::Internal, e.to_string()),
@@ -638,6 +641,7 @@ async fn delete(mon: &Shared, id: &str) -> Reply {
         return r;
     }
     let deleted = mon.borrow().runner.delete(id);
+    crate::memory::give_back();
     if let Err(e) = deleted {
         return fail(ErrorKind::Internal, e.to_string());
     }
