@@ -30,6 +30,8 @@ struct Args {
     pods: usize,
     peer: Option<String>,
     berth: PathBuf,
+    /// The Berth daemon's --log-level (its log goes to this program's stderr).
+    log_level: String,
 }
 
 fn args() -> Args {
@@ -43,6 +45,7 @@ fn args() -> Args {
             .and_then(|p| p.parent())
             .map(|p| p.join("berth"))
             .unwrap(),
+        log_level: "warn".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -52,6 +55,7 @@ fn args() -> Args {
             "--pods" => a.pods = v.parse().expect("--pods N"),
             "--peer" => a.peer = (!v.is_empty()).then_some(v),
             "--berth" => a.berth = v.into(),
+            "--log-level" => a.log_level = v,
             other => panic!("unknown option {other}"),
         }
     }
@@ -333,7 +337,7 @@ async fn main() {
     .unwrap();
     let sock = dir.path().join("berth.sock");
     let mut daemon = Command::new(&a.berth)
-        .args(["daemon", "--log-level", "warn", "--config"])
+        .args(["daemon", "--log-level", &a.log_level, "--config"])
         .arg(dir.path().join("config.toml"))
         .arg("--root")
         .arg(dir.path().join("root"))

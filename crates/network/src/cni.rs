@@ -1,7 +1,8 @@
 //! The CNI side of pod networking: the first network configuration list in
 //! the configuration directory (lexical order of `*.conflist`, `*.conf`,
 //! `*.json`, as libcni picks it), run plugin by plugin with the result of
-//! one passed to the next; `loopback` is always brought up first.
+//! one passed to the next. `lo` is already up: [`crate::NetNs`] brings it
+//! up when it creates or pins a namespace, so no `loopback` plugin runs.
 //!
 //! The ADD result is returned to the caller, who persists it with the pod
 //! and hands it back to DEL (CNI 1.0 wants `prevResult` on DEL), so a
@@ -112,12 +113,7 @@ impl Cni {
     /// NetworkReady message.
     pub fn reload(&self) -> Result<String, CniError> {
         let list = self.load()?;
-        for p in list
-            .plugins
-            .iter()
-            .map(plugin_type)
-            .chain(["loopback".to_string()])
-        {
+        for p in list.plugins.iter().map(plugin_type) {
             self.find_plugin(&p)?;
         }
         let name = list.name.clone();
@@ -188,12 +184,10 @@ impl Cni {
         self.network()
     }
 
-    /// Brings up loopback and the pod network in `pod.netns`. On failure,
+    /// Wires the pod network into `pod.netns` (whose `lo` is up). On failure,
     /// whatever the plugins did is torn down again before returning.
     pub async fn setup(&self, pod: &PodNetwork) -> Result<SetupResult, CniError> {
         let list = self.network()?;
-        let lo = json!({"cniVersion": "1.0.0", "name": "cni-loopback", "type": "loopback"});
-        self.exec("ADD", &lo, pod, "lo").await?;
         let mut prev: Option<Value> = None;
         for plugin in &list.plugins {
             let conf = plugin_conf(&list, plugin, prev.as_ref(), pod);

@@ -1,9 +1,11 @@
-//! Pod networking: a network namespace per pod ([`netns`]) and the CNI
-//! plugins that wire it ([`cni`]): loopback always, then the first network
-//! configuration list found in the configured directory.
+//! Pod networking: a network namespace per pod ([`netns`]) with `lo` up
+//! (`loopback.rs`, done natively instead of by the CNI loopback plugin) and
+//! the CNI plugins that wire it ([`cni`]): the first network configuration
+//! list found in the configured directory.
 #![deny(unsafe_code)]
 
 pub mod cni;
+mod loopback;
 pub mod netns;
 
 pub use cni::{Cni, CniError, PodNetwork, PortMapping, SetupResult};

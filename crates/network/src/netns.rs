@@ -39,8 +39,10 @@ impl NetNs {
         let target = path.clone();
         // unshare(CLONE_NEWNET) moves only the calling thread: do it on a
         // thread of its own, which pins the namespace and then exits.
+        // The thread also brings up `lo`, as the CNI loopback plugin would.
         let made = std::thread::spawn(move || -> std::io::Result<()> {
             unshare::new_net_namespace()?;
+            crate::loopback::up_in_current_namespace()?;
             rustix::mount::mount_bind("/proc/thread-self/ns/net", &target)?;
             Ok(())
         })
@@ -63,7 +65,28 @@ impl NetNs {
             let _ = fs::remove_file(&path);
             return Err(io("bind-mount the network namespace on", &path)(e.into()));
         }
-        Ok(NetNs { path })
+        let ns = NetNs { path };
+        if let Err(e) = ns.loopback_up() {
+            let _ = ns.remove();
+            return Err(e);
+        }
+        Ok(ns)
+    }
+
+    /// Brings up `lo` inside the namespace, from a thread that enters it
+    /// and exits.
+    pub fn loopback_up(&self) -> Result<(), NetNsError> {
+        let ns = fs::File::open(&self.path).map_err(io("open", &self.path))?;
+        std::thread::spawn(move || -> std::io::Result<()> {
+            rustix::thread::move_into_link_name_space(
+                std::os::fd::AsFd::as_fd(&ns),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )?;
+            crate::loopback::up_in_current_namespace()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("loopback thread panicked")))
+        .map_err(io("bring up lo in", &self.path))
     }
 
     pub fn at(path: impl Into<PathBuf>) -> NetNs {
@@ -151,5 +174,46 @@ mod tests {
         assert!(!ns.path().exists());
         ns.remove().unwrap();
         assert!(NetNs::create(d.path(), "../x").is_err());
+    }
+
+    /// `ip -o link show lo` inside the namespace at `path`.
+    fn lo_in(path: &Path) -> String {
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net={}", path.display()))
+            .args(["ip", "-o", "link", "show", "lo"])
+            .output()
+            .expect("nsenter and ip (util-linux, iproute2)");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    #[test]
+    fn loopback_is_up_in_created_and_pinned_namespaces() {
+        let d = tempfile::tempdir().unwrap();
+        let ns = NetNs::create(d.path(), "pod1").unwrap();
+        assert!(lo_in(ns.path()).contains(",UP,"), "{}", lo_in(ns.path()));
+
+        // A namespace somebody else made (here: with lo down) gets lo up
+        // when it is pinned.
+        let mut holder = std::process::Command::new("unshare")
+            .args(["--net", "sleep", "30"])
+            .spawn()
+            .unwrap();
+        let source = PathBuf::from(format!("/proc/{}/ns/net", holder.id()));
+        for _ in 0..100 {
+            if fs::read_link(&source).ok() != fs::read_link("/proc/self/ns/net").ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!lo_in(&source).contains(",UP,"));
+        let pinned = NetNs::pin(d.path(), "pod2", &source).unwrap();
+        let _ = holder.kill();
+        let _ = holder.wait();
+        assert!(lo_in(pinned.path()).contains(",UP,"));
+        // Up already: nothing to do, no error.
+        pinned.loopback_up().unwrap();
+        ns.remove().unwrap();
+        pinned.remove().unwrap();
     }
 }
