@@ -16,6 +16,7 @@ mod nsexec;
 mod pod;
 pub mod protocol;
 mod server;
+mod sigchld;
 
 use std::io::Write;
 use std::os::unix::net::UnixListener as StdListener;
@@ -25,19 +26,26 @@ use std::process::ExitCode;
 use protocol::{paths, PodSpec};
 
 /// The monitor's `main`: sets the pod up, tells the daemon on stdout
-/// (`ready` or `error: …`), then serves until the pod is shut down.
+/// (`ready [<pod init pid>]` or `error: …`), then serves until the pod is
+/// shut down.
 pub fn run(pod_dir: &Path) -> ExitCode {
     let mut stdout = std::io::stdout();
     match setup(pod_dir) {
         Ok((listener, runner, init)) => {
-            let _ = writeln!(stdout, "ready");
+            let _ = match init {
+                Some(pid) => writeln!(stdout, "ready {pid}"),
+                None => writeln!(stdout, "ready"),
+            };
             let _ = stdout.flush();
             if let Err(e) = detach_stdio(pod_dir) {
                 eprintln!("berth monitor: {e}");
             }
             init_logging();
+            // A monitor has a handful of fds: a small epoll batch (the
+            // default 1024 events is a 12 kB buffer per monitor).
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
+                .max_io_events_per_tick(64)
                 .build()
             {
                 Ok(rt) => rt,

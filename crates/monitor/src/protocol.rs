@@ -25,7 +25,8 @@ pub struct PodSpec {
     pub new_ipc: bool,
     /// A new UTS namespace with this host name (else the host's).
     pub hostname: Option<String>,
-    /// A pod-wide PID namespace whose PID 1 is the monitor's pod init.
+    /// A pod-wide PID namespace whose PID 1 is the monitor's pod init
+    /// (pods whose containers share their PID namespace: mode POD).
     pub new_pid: bool,
     /// Namespaced sysctls written inside the pod's namespaces.
     pub sysctls: BTreeMap<String, String>,

@@ -22,7 +22,6 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::pipe;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
@@ -102,13 +101,14 @@ pub async fn serve(
         exec_seq: 0,
         quit: quit.clone(),
     }));
-    let mut sigchld = signal(SignalKind::child())?;
+    let mut sigchld = crate::sigchld::ChildSignals::install()?;
     let reaper = {
         let mon = mon.clone();
         tokio::task::spawn_local(async move {
             loop {
                 reap(&mon);
-                if sigchld.recv().await.is_none() {
+                if let Err(e) = sigchld.recv().await {
+                    eprintln!("berth monitor: waiting for SIGCHLD: {e}");
                     break;
                 }
             }
@@ -137,9 +137,17 @@ async fn handle(mon: Shared, conn: UnixStream) {
         return;
     }
     let mut quit_after = false;
+    let mut spawned = false;
     let reply = match serde_json::from_str::<Request>(&line) {
         Ok(req) => {
             quit_after = matches!(req, Request::Shutdown);
+            spawned = matches!(
+                req,
+                Request::Create { .. }
+                    | Request::Start { .. }
+                    | Request::Exec { .. }
+                    | Request::Delete { .. }
+            );
             dispatch(&mon, req).await
         }
         Err(e) => fail(ErrorKind::InvalidArgument, format!("bad request: {e}")),
@@ -148,6 +156,12 @@ async fn handle(mon: Shared, conn: UnixStream) {
     out.push(b'\n');
     let _ = wr.write_all(&out).await;
     let _ = wr.shutdown().await;
+    if spawned {
+        // The runtime's create/start/exec/delete touched stack and heap a
+        // long-lived monitor should not keep; give them back once the
+        // caller has its answer, off the latency path.
+        crate::memory::give_back();
+    }
     if quit_after {
         let quit = mon.borrow().quit.clone();
         quit.notify_one();
@@ -248,7 +262,6 @@ fn create(
         Err(e) => return fail(ErrorKind::Internal, format!("creating pipes: {e}")),
     };
     let created = mon.borrow().runner.create(&id, bundle, stdio);
-    crate::memory::give_back();
     let pid = match created {
         Ok(pid) => pid,
         Err(e) => {
@@ -307,27 +320,43 @@ fn create(
     Reply::State(state)
 }
 
-async fn pump(mut rx: pipe::Receiver, stream: Stream, log: Option<Rc<RefCell<LogWriter>>>) {
-    // Small: every container has two of these for its whole life.
-    let mut buf = vec![0u8; 8192];
+async fn pump(rx: pipe::Receiver, stream: Stream, log: Option<Rc<RefCell<LogWriter>>>) {
+    // Every container has two of these for its whole life, idle nearly all
+    // of it: the read buffer lives on the stack of `copy_out`, only while
+    // there is output to copy, not in the task.
     loop {
-        match rx.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if let Some(log) = &log {
-                    if let Err(e) = log
-                        .borrow_mut()
-                        .write(stream, &buf[..n], chrono::Utc::now())
-                    {
-                        eprintln!("berth monitor: writing the log: {e}");
-                    }
-                }
-            }
+        if rx.readable().await.is_err() {
+            break;
+        }
+        match copy_out(&rx, stream, log.as_deref()) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => break,
         }
     }
     if let Some(log) = &log {
         let _ = log.borrow_mut().finish(stream, chrono::Utc::now());
     }
+}
+
+/// Copies what the pipe holds now into the log; `Ok(0)` at end of stream.
+fn copy_out(
+    rx: &pipe::Receiver,
+    stream: Stream,
+    log: Option<&RefCell<LogWriter>>,
+) -> io::Result<usize> {
+    let mut buf = [0u8; 8192];
+    let n = rx.try_read(&mut buf)?;
+    if let Some(log) = log.filter(|_| n > 0) {
+        if let Err(e) = log
+            .borrow_mut()
+            .write(stream, &buf[..n], chrono::Utc::now())
+        {
+            eprintln!("berth monitor: writing the log: {e}");
+        }
+    }
+    Ok(n)
 }
 
 fn start(mon: &Shared, id: &str) -> Reply {
@@ -342,7 +371,6 @@ fn start(mon: &Shared, id: &str) -> Reply {
         );
     }
     let started = mon.borrow().runner.start(id);
-    crate::memory::give_back();
     if let Err(e) = started {
         return fail(ErrorKind::Internal, e.to_string());
     }
@@ -548,7 +576,6 @@ async fn exec(mon: &Shared, id: &str, process: serde_json::Value, timeout_secs: 
         stdio,
     );
     let _ = std::fs::remove_file(&process_file);
-    crate::memory::give_back();
     let pid = match started {
         Ok(pid) => pid,
         Err(e) => return fail(ErrorKind::Internal, e.to_string()),
@@ -641,7 +668,6 @@ async fn delete(mon: &Shared, id: &str) -> Reply {
         return r;
     }
     let deleted = mon.borrow().runner.delete(id);
-    crate::memory::give_back();
     if let Err(e) = deleted {
         return fail(ErrorKind::Internal, e.to_string());
     }
