@@ -12,6 +12,8 @@
 //!    processes (Berth's monitors and pod inits; containerd's shims and
 //!    pause processes), in total and per pod.
 //!
+//! Pods and containers are configured as kubelet configures an ordinary
+//! pod (network and IPC shared by the pod, a PID namespace per container).
 //! Without a reachable peer, Berth alone is measured.
 
 use std::collections::HashMap;
@@ -135,7 +137,25 @@ fn pod_config(i: usize) -> cri::PodSandboxConfig {
             attempt: 0,
         }),
         hostname: format!("bench-{i}"),
-        linux: Some(cri::LinuxPodSandboxConfig::default()),
+        linux: Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(kubelet_namespaces()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// What kubelet sends for an ordinary pod (no hostNetwork, hostPID,
+/// hostIPC or shareProcessNamespace): pod network and IPC, a PID namespace
+/// per container.
+fn kubelet_namespaces() -> cri::NamespaceOption {
+    cri::NamespaceOption {
+        network: cri::NamespaceMode::Pod as i32,
+        pid: cri::NamespaceMode::Container as i32,
+        ipc: cri::NamespaceMode::Pod as i32,
         ..Default::default()
     }
 }
@@ -150,8 +170,21 @@ fn container_config(image: &str) -> cri::ContainerConfig {
             image: image.into(),
             ..Default::default()
         }),
-        command: vec!["sleep".into(), "3600".into()],
-        linux: Some(cri::LinuxContainerConfig::default()),
+        // PID 1 of its own PID namespace, like a real service it exits on
+        // SIGTERM (a bare `sleep` as PID 1 ignores it and waits for SIGKILL
+        // after the grace period, with any runtime).
+        command: vec![
+            "sh".into(),
+            "-c".into(),
+            "trap 'exit 0' TERM; sleep 3600 & wait".into(),
+        ],
+        linux: Some(cri::LinuxContainerConfig {
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                namespace_options: Some(kubelet_namespaces()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -204,6 +237,11 @@ impl System {
     }
 
     async fn tear_down(&mut self, pod: String, c: String, timed: bool) {
+        // Untimed: let the container's shell install its SIGTERM trap (a
+        // runtime that returns from StartContainer in a millisecond would
+        // otherwise signal a PID 1 that still ignores SIGTERM, and wait
+        // out the grace period).
+        tokio::time::sleep(Duration::from_millis(100)).await;
         let t = Instant::now();
         self.rt
             .stop_container(cri::StopContainerRequest {
@@ -436,7 +474,7 @@ async fn main() {
     }
 
     println!(
-        "memory with {} running pods (one `sleep` container each), kB",
+        "memory with {} running pods (one container each), kB",
         a.pods
     );
     for s in &mut systems {

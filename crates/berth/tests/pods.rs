@@ -911,3 +911,115 @@ async fn unrecorded_leftovers_are_released_at_start() {
     stop_remove_pod(&mut e, &kept).await;
     assert_no_leaks(&e, &[pod, c, kept, kept_c, again]);
 }
+
+fn with_pid_mode(mut c: cri::ContainerConfig, pid: cri::NamespaceMode) -> cri::ContainerConfig {
+    c.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                pid: pid as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    c
+}
+
+/// Kubelet's ordinary pod: a PID namespace per container. No pod init is
+/// started (nothing would share its PID namespace), each container is PID
+/// 1 of its own, and a container asking for the pod's PID namespace is
+/// refused rather than put somewhere else.
+#[tokio::test(flavor = "multi_thread")]
+async fn pid_namespace_per_container() {
+    let mut e = env().await;
+    let per_container = cri::NamespaceOption {
+        pid: cri::NamespaceMode::Container as i32,
+        ..Default::default()
+    };
+    let mut config = pod_config("pidc", &e.d.dir.path().join("logs").join("pidc"));
+    config.linux = Some(cri::LinuxPodSandboxConfig {
+        security_context: Some(cri::LinuxSandboxSecurityContext {
+            namespace_options: Some(per_container.clone()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let pod =
+        e.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let pod_dir = e.d.state().join("pods").join(&pod);
+    let inits: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|p| {
+            std::fs::read_to_string(p.path().join("comm"))
+                .is_ok_and(|c| c.trim() == "berth-pod-init")
+        })
+        .filter_map(|p| std::fs::read(p.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).into_owned())
+        .filter(|c| c.contains(&*pod_dir.to_string_lossy()))
+        .collect();
+    assert!(
+        inits.is_empty(),
+        "a pod init for a CONTAINER pod: {inits:?}"
+    );
+
+    let mut ids = Vec::new();
+    let mut pid_namespaces = Vec::new();
+    for name in ["a", "b"] {
+        let c = with_pid_mode(
+            container_config(name, &e.image, &["sleep", "1000"]),
+            cri::NamespaceMode::Container,
+        );
+        let id =
+            e.rt.create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(c),
+                sandbox_config: Some(config.clone()),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("CreateContainer: {s:?}\n{}", monitor_logs(&e.d)))
+            .into_inner()
+            .container_id;
+        start(&mut e, &id).await;
+        let r = exec(&mut e, &id, &["cat", "/proc/1/comm"], 10)
+            .await
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), "sleep", "{r:?}");
+        let r = exec(&mut e, &id, &["readlink", "/proc/self/ns/pid"], 10)
+            .await
+            .unwrap();
+        pid_namespaces.push(String::from_utf8_lossy(&r.stdout).trim().to_string());
+        ids.push(id);
+    }
+    assert_ne!(
+        pid_namespaces[0], pid_namespaces[1],
+        "one PID namespace each"
+    );
+
+    let shared = with_pid_mode(
+        container_config("shared", &e.image, &["sleep", "1000"]),
+        cri::NamespaceMode::Pod,
+    );
+    let err =
+        e.rt.create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(shared),
+            sandbox_config: Some(config),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("PID namespace"), "{err:?}");
+
+    stop_remove_pod(&mut e, &pod).await;
+    ids.push(pod);
+    assert_no_leaks(&e, &ids);
+}

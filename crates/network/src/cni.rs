@@ -263,6 +263,7 @@ impl Cni {
             command,
             detail,
         };
+        let started = std::time::Instant::now();
         let mut child = tokio::process::Command::new(&bin)
             .env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", &pod.id)
@@ -287,6 +288,13 @@ impl Cni {
             .await
             .map_err(|_| exec_err(format!("no answer within {PLUGIN_TIMEOUT:?}")))?
             .map_err(|e| exec_err(e.to_string()))?;
+        tracing::debug!(
+            pod = %pod.id,
+            plugin = %plugin,
+            command,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "CNI plugin ran"
+        );
         if !out.status.success() {
             let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
             let stderr = String::from_utf8_lossy(&out.stderr);

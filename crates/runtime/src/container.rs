@@ -423,7 +423,16 @@ impl Runtime {
             cri::NamespaceMode::Container => Ns::New,
             cri::NamespaceMode::Pod => match pod.pod_init {
                 Some(init) => Ns::Join(ns_path(init, "pid")),
-                None => Ns::Host,
+                None if pod.namespaces().pid() == cri::NamespaceMode::Node => Ns::Host,
+                None => {
+                    return Err(Error::FailedPrecondition(format!(
+                        "the container asks for the pod's PID namespace, but pod {} was \
+                         created with PID namespace mode {:?}: it has none to share (create \
+                         the pod with mode POD)",
+                        pod.id,
+                        pod.namespaces().pid()
+                    )))
+                }
             },
             cri::NamespaceMode::Target => {
                 let target = self.get_container(&opts.target_id)?;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use berth_cri::runtime::v1 as cri;
 use berth_monitor::client::Client;
-use berth_monitor::protocol::{self, Handler, PodSpec, Reply, Request};
+use berth_monitor::protocol::{self, Handler, PodSpec, Request};
 use berth_network::{NetNs, PodNetwork, PortMapping};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -42,6 +42,40 @@ impl ProcessId {
     /// Whether this very process still runs (and is not a zombie).
     pub fn alive(&self) -> bool {
         start_time(self.pid) == Some(self.start_time)
+    }
+
+    /// Waits until the process has exited, at most `limit`; true if it
+    /// has. Woken by a pidfd (no polling; it need not be our child), with
+    /// a slow poll where pidfds are missing.
+    pub async fn exited(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        let pid = rustix::process::Pid::from_raw(self.pid);
+        let pidfd = pid.and_then(|p| {
+            rustix::process::pidfd_open(p, rustix::process::PidfdFlags::NONBLOCK).ok()
+        });
+        // Opened after the process may have gone and its pid been reused:
+        // check identity only now that the fd pins whichever it is.
+        if !self.alive() {
+            return true;
+        }
+        if let Some(fd) = pidfd {
+            // SAFETY: an OwnedFd moved into the AsyncFd is open, and always
+            // the same descriptor, for as long as the AsyncFd owns it.
+            let registered = unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+            };
+            if let Ok(fd) = registered {
+                let _ = tokio::time::timeout_at(deadline, fd.readable()).await;
+                return !self.alive();
+            }
+        }
+        while self.alive() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
     }
 }
 
@@ -307,27 +341,9 @@ impl Runtime {
                 .to_string_lossy()
                 .into_owned()
         };
-        rec.files(self).create(
-            &hostname,
-            rec.config.dns_config.as_ref(),
-            self.inner.config.pod.shm_size,
-        )?;
-
-        let ns = rec.namespaces();
-        let spec = PodSpec {
-            id: rec.id.clone(),
-            netns: rec.netns.clone(),
-            new_ipc: rec.own_ipc,
-            hostname: rec.own_uts.then(|| hostname.clone()),
-            new_pid: ns.pid() != cri::NamespaceMode::Node,
-            sysctls,
-            handler,
-            userns: rec.userns.clone(),
-        };
-        let spec_path = protocol::paths::pod_spec(&dir);
-        let text = serde_json::to_vec_pretty(&spec).map_err(|e| Error::Internal(e.to_string()))?;
-        std::fs::write(&spec_path, text).map_err(io("writing", &spec_path))?;
-        // The monitor joins the netns and CNI wires it: both at once.
+        // CNI wires the netns while the pod files are written and the
+        // monitor starts (it joins the netns): all at once. `join!` polls
+        // CNI first, so its first plugin is running before the rest starts.
         let pending_net = rec.userns.is_none().then(|| rec.network()).flatten();
         let cni = async {
             match &pending_net {
@@ -335,9 +351,37 @@ impl Runtime {
                 None => None,
             }
         };
-        let (spawned, wired) = tokio::join!(spawn_monitor(&dir), cni);
-        if let Ok(pid) = &spawned {
-            rec.monitor = ProcessId::of(*pid);
+        let monitor = async {
+            rec.files(self).create(
+                &hostname,
+                rec.config.dns_config.as_ref(),
+                self.inner.config.pod.shm_size,
+            )?;
+            let ns = rec.namespaces();
+            let spec = PodSpec {
+                id: rec.id.clone(),
+                netns: rec.netns.clone(),
+                new_ipc: rec.own_ipc,
+                hostname: rec.own_uts.then(|| hostname.clone()),
+                // Only a pod whose containers share one PID namespace needs
+                // a pod init (CRI-O's drop_infra_ctr does the same): with
+                // CONTAINER (kubelet's default), every container gets its
+                // own, and a pod init would only hold an empty one.
+                new_pid: ns.pid() == cri::NamespaceMode::Pod,
+                sysctls,
+                handler,
+                userns: rec.userns.clone(),
+            };
+            let spec_path = protocol::paths::pod_spec(&dir);
+            let text =
+                serde_json::to_vec_pretty(&spec).map_err(|e| Error::Internal(e.to_string()))?;
+            std::fs::write(&spec_path, text).map_err(io("writing", &spec_path))?;
+            spawn_monitor(&dir).await
+        };
+        let (wired, spawned) = tokio::join!(cni, monitor);
+        if let Ok(m) = &spawned {
+            rec.monitor = ProcessId::of(m.pid);
+            rec.pod_init = m.pod_init;
         }
         if let Some(wired) = wired {
             let result = wired?;
@@ -346,14 +390,6 @@ impl Runtime {
         }
         spawned?;
         tracing::debug!(pod = %rec.id, ms = t0.elapsed().as_secs_f64() * 1e3, "pod network and monitor ready");
-        match rec.monitor(self).call(&Request::Ping).await? {
-            Reply::Pong { pod_init, .. } => rec.pod_init = pod_init,
-            other => {
-                return Err(Error::Internal(format!(
-                    "monitor answered {other:?} to ping"
-                )))
-            }
-        }
         if rec.userns.is_some() && rec.own_uts {
             // The pod init created the network namespace inside the pod's
             // user namespace: pin it for CNI, then wire it.
@@ -383,7 +419,14 @@ impl Runtime {
     /// Stops whatever the pod still runs and releases its network and
     /// mounts. Idempotent; the record stays.
     async fn release_pod(&self, rec: &mut SandboxRecord) -> Result<()> {
-        if rec.monitor_alive() {
+        // The monitor kills the containers while CNI tears the network
+        // down: the two are independent, and DEL needs the netns, which
+        // outlives both (it is pinned on a file).
+        let network = rec.network();
+        let shutdown = async {
+            let Some(monitor) = rec.monitor.filter(|m| m.alive()) else {
+                return;
+            };
             let client = rec.monitor(self);
             let shut =
                 tokio::time::timeout(MONITOR_SHUTDOWN, client.done_call(&Request::Shutdown)).await;
@@ -392,20 +435,21 @@ impl Runtime {
                 Ok(Err(e)) => tracing::warn!(pod = %rec.id, error = %e, "monitor shutdown"),
                 Err(_) => tracing::warn!(pod = %rec.id, "monitor did not shut down in time"),
             }
-            // Wait for it to go (it exits right after answering).
-            for _ in 0..200 {
-                if !rec.monitor_alive() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            if let Some(m) = rec.monitor.filter(|m| m.alive()) {
+            // It exits right after answering.
+            if !monitor.exited(Duration::from_secs(2)).await {
                 let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(m.pid),
+                    nix::unistd::Pid::from_raw(monitor.pid),
                     nix::sys::signal::Signal::SIGKILL,
                 );
             }
-        }
+        };
+        let teardown = async {
+            match &network {
+                Some(net) => Some(self.inner.cni.teardown(net, rec.cni_result.as_ref()).await),
+                None => None,
+            }
+        };
+        let ((), torn_down) = tokio::join!(shutdown, teardown);
         // Containers whose monitor is gone are killed through their cgroups,
         // and a pod init that outlived it (user-namespaced pods' cannot die
         // with the monitor) by pid, once it is sure to be this pod's.
@@ -423,8 +467,8 @@ impl Runtime {
                 );
             }
         }
-        if let Some(net) = rec.network() {
-            if let Err(e) = self.inner.cni.teardown(&net, rec.cni_result.as_ref()).await {
+        if let (Some(net), Some(torn_down)) = (network, torn_down) {
+            if let Err(e) = torn_down {
                 // Without a CNI config there is nothing to tear down with;
                 // a later stop retries while the namespace is kept.
                 if NetNs::at(&net.netns).exists() {
@@ -571,8 +615,15 @@ fn status_of(p: &SandboxRecord) -> cri::PodSandboxStatus {
     }
 }
 
-/// Starts `berth monitor <dir>` and waits for its `ready` line.
-async fn spawn_monitor(dir: &std::path::Path) -> Result<i32> {
+/// A monitor that reported ready.
+struct Started {
+    pid: i32,
+    /// The pod init it forked, if the pod has its own PID namespace.
+    pod_init: Option<i32>,
+}
+
+/// Starts `berth monitor <dir>` and waits for its `ready [<pod init>]` line.
+async fn spawn_monitor(dir: &std::path::Path) -> Result<Started> {
     let log_path = dir.join("monitor.log");
     let log = std::fs::File::create(&log_path).map_err(io("creating", &log_path))?;
     let mut child = tokio::process::Command::new("/proc/self/exe")
@@ -596,7 +647,20 @@ async fn spawn_monitor(dir: &std::path::Path) -> Result<i32> {
     };
     let line = tokio::time::timeout(MONITOR_START, ready).await;
     let outcome = match line.as_deref().map(str::trim) {
-        Ok("ready") => Ok(pid),
+        Ok("ready") => Ok(Started {
+            pid,
+            pod_init: None,
+        }),
+        Ok(l) if l.starts_with("ready ") => match l["ready ".len()..].parse() {
+            Ok(init) => Ok(Started {
+                pid,
+                pod_init: Some(init),
+            }),
+            Err(_) => Err(Error::Internal(format!(
+                "the pod's monitor reported {l:?}; see {}",
+                log_path.display()
+            ))),
+        },
         Ok(l) if l.starts_with("error: ") => Err(Error::FailedPrecondition(format!(
             "setting up the pod: {}",
             &l["error: ".len()..]
