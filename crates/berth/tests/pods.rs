@@ -599,8 +599,7 @@ async fn no_leaks_after_200_pod_cycles() {
 
 /// A pod with its own user namespace (kubelet's `hostUsers: false`): the
 /// containers see the pod's uid map and run as root inside only.
-#[tokio::test(flavor = "multi_thread")]
-async fn user_namespaced_pod() {
+async fn user_namespaced_pod(handler: &str) {
     let mut e = env().await;
     let mut config = pod_config("userns", &e.d.dir.path().join("logs/userns"));
     let mapping = cri::IdMapping {
@@ -622,15 +621,6 @@ async fn user_namespaced_pod() {
         }),
         ..Default::default()
     });
-    // runc is not offered user-namespaced pods.
-    let err =
-        e.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: "runc".into(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
     // Two mapping lines are refused.
     let mut two = config.clone();
     let opts = two
@@ -654,7 +644,7 @@ async fn user_namespaced_pod() {
     let err =
         e.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
             config: Some(two),
-            runtime_handler: String::new(),
+            runtime_handler: handler.into(),
         })
         .await
         .unwrap_err();
@@ -663,7 +653,7 @@ async fn user_namespaced_pod() {
     let pod =
         e.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
             config: Some(config.clone()),
-            runtime_handler: String::new(),
+            runtime_handler: handler.into(),
         })
         .await
         .unwrap_or_else(|s| panic!("{s:?}\n{}", e.d.log()))
@@ -721,6 +711,16 @@ async fn user_namespaced_pod() {
     assert!(uid_line.contains("200000"), "{uid_line}");
     stop_remove_pod(&mut e, &pod).await;
     assert_no_leaks(&e, &[pod, c]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn user_namespaced_pod_with_builtin_handler() {
+    user_namespaced_pod("").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn user_namespaced_pod_with_runc() {
+    user_namespaced_pod("runc").await;
 }
 
 /// The CLI's pod and container verbs, with crictl-style config files.

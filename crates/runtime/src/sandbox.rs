@@ -258,11 +258,6 @@ impl Runtime {
             }
         });
         let runner = self.handler(&handler)?;
-        if userns.is_some() && runner != Handler::Builtin {
-            return Err(Error::InvalidArgument(format!(
-                "runtime handler {handler:?} does not support pod user namespaces; use the default handler"
-            )));
-        }
         let host_net = ns.network() == cri::NamespaceMode::Node;
         let own_ipc = ns.ipc() != cri::NamespaceMode::Node;
         let sysctls: std::collections::BTreeMap<String, String> = config

@@ -42,8 +42,9 @@ pub(super) async fn status(rt: &Runtime, req: cri::StatusRequest) -> Result<cri:
         .map(|name| cri::RuntimeHandler {
             features: Some(cri::RuntimeHandlerFeatures {
                 recursive_read_only_mounts: true,
-                // Pod user namespaces: the built-in handler only.
-                user_namespaces: name.is_empty(),
+                // Pod user namespaces: the monitor's pod init makes them
+                // for every handler; containers join them by path.
+                user_namespaces: true,
             }),
             name,
         })
