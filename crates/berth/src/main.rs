@@ -102,6 +102,14 @@ fn main() -> ExitCode {
             return berth_monitor::run(std::path::Path::new(&pod_dir));
         }
     }
+    commands()
+}
+
+/// Everything but the monitor. Not inlined into `main`: the daemon's and
+/// the client's futures make this frame tens of kB, and stack probes touch
+/// all of it, which every monitor would otherwise carry under its own.
+#[inline(never)]
+fn commands() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Daemon(a) => daemon(a),

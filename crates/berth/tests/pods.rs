@@ -1023,3 +1023,63 @@ async fn pid_namespace_per_container() {
     ids.push(pod);
     assert_no_leaks(&e, &ids);
 }
+
+/// A caller that gives up (crictl's 2 s default deadline, kubelet's
+/// runtime request timeout) does not leave a change half done: the call
+/// finishes in the daemon and the result is what a completed call leaves.
+#[tokio::test(flavor = "multi_thread")]
+async fn abandoned_calls_run_to_completion() {
+    let mut e = env().await;
+    let config = pod_config("abandoned", &e.d.dir.path().join("logs/abandoned"));
+    let mut req = tonic::Request::new(cri::RunPodSandboxRequest {
+        config: Some(config),
+        runtime_handler: String::new(),
+    });
+    req.set_timeout(Duration::from_millis(1));
+    let err = e.rt.run_pod_sandbox(req).await.unwrap_err();
+    assert!(
+        matches!(
+            err.code(),
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        ),
+        "{err:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pod = loop {
+        let pods =
+            e.rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+                .await
+                .unwrap()
+                .into_inner()
+                .items;
+        if let Some(p) = pods
+            .iter()
+            .find(|p| p.state == cri::PodSandboxState::SandboxReady as i32)
+        {
+            assert_eq!(pods.len(), 1, "{pods:?}");
+            break p.id.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned RunPodSandbox never finished: {pods:?}\n{}",
+            e.d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Abandoned in turn, StopPodSandbox still stops everything.
+    let mut req = tonic::Request::new(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    });
+    req.set_timeout(Duration::from_millis(1));
+    let _ = e.rt.stop_pod_sandbox(req).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pod_status(&mut e, &pod).await.state != cri::PodSandboxState::SandboxNotready as i32 {
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned StopPodSandbox never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop_remove_pod(&mut e, &pod).await;
+    assert_no_leaks(&e, &[pod]);
+}

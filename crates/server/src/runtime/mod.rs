@@ -12,7 +12,7 @@ use berth_cri::runtime::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
 use crate::error::ServerError;
-use crate::instrument::{call, Kind};
+use crate::instrument::{call, mutation, Kind};
 
 /// The CRI runtime service.
 #[derive(Clone)]
@@ -68,10 +68,13 @@ impl RuntimeService for Runtime {
         req: Request<cri::RunPodSandboxRequest>,
     ) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
         let r = req.into_inner();
-        call("RunPodSandbox", Kind::Mutation, async {
-            let config = required(r.config, "config")?;
-            let pod_sandbox_id = self.rt.run_pod(config, r.runtime_handler).await?;
-            Ok(cri::RunPodSandboxResponse { pod_sandbox_id })
+        mutation("RunPodSandbox", {
+            let rt = self.rt.clone();
+            async move {
+                let config = required(r.config, "config")?;
+                let pod_sandbox_id = rt.run_pod(config, r.runtime_handler).await?;
+                Ok(cri::RunPodSandboxResponse { pod_sandbox_id })
+            }
         })
         .await
     }
@@ -81,9 +84,12 @@ impl RuntimeService for Runtime {
         req: Request<cri::StopPodSandboxRequest>,
     ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
         let r = req.into_inner();
-        call("StopPodSandbox", Kind::Mutation, async {
-            self.rt.stop_pod(&r.pod_sandbox_id).await?;
-            Ok(cri::StopPodSandboxResponse {})
+        mutation("StopPodSandbox", {
+            let rt = self.rt.clone();
+            async move {
+                rt.stop_pod(&r.pod_sandbox_id).await?;
+                Ok(cri::StopPodSandboxResponse {})
+            }
         })
         .await
     }
@@ -93,9 +99,12 @@ impl RuntimeService for Runtime {
         req: Request<cri::RemovePodSandboxRequest>,
     ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
         let r = req.into_inner();
-        call("RemovePodSandbox", Kind::Mutation, async {
-            self.rt.remove_pod(&r.pod_sandbox_id).await?;
-            Ok(cri::RemovePodSandboxResponse {})
+        mutation("RemovePodSandbox", {
+            let rt = self.rt.clone();
+            async move {
+                rt.remove_pod(&r.pod_sandbox_id).await?;
+                Ok(cri::RemovePodSandboxResponse {})
+            }
         })
         .await
     }
@@ -129,10 +138,13 @@ impl RuntimeService for Runtime {
         req: Request<cri::CreateContainerRequest>,
     ) -> Result<Response<cri::CreateContainerResponse>, Status> {
         let r = req.into_inner();
-        call("CreateContainer", Kind::Mutation, async {
-            let config = required(r.config, "config")?;
-            let container_id = self.rt.create_container(&r.pod_sandbox_id, config).await?;
-            Ok(cri::CreateContainerResponse { container_id })
+        mutation("CreateContainer", {
+            let rt = self.rt.clone();
+            async move {
+                let config = required(r.config, "config")?;
+                let container_id = rt.create_container(&r.pod_sandbox_id, config).await?;
+                Ok(cri::CreateContainerResponse { container_id })
+            }
         })
         .await
     }
@@ -142,9 +154,12 @@ impl RuntimeService for Runtime {
         req: Request<cri::StartContainerRequest>,
     ) -> Result<Response<cri::StartContainerResponse>, Status> {
         let r = req.into_inner();
-        call("StartContainer", Kind::Mutation, async {
-            self.rt.start_container(&r.container_id).await?;
-            Ok(cri::StartContainerResponse {})
+        mutation("StartContainer", {
+            let rt = self.rt.clone();
+            async move {
+                rt.start_container(&r.container_id).await?;
+                Ok(cri::StartContainerResponse {})
+            }
         })
         .await
     }
@@ -154,9 +169,12 @@ impl RuntimeService for Runtime {
         req: Request<cri::StopContainerRequest>,
     ) -> Result<Response<cri::StopContainerResponse>, Status> {
         let r = req.into_inner();
-        call("StopContainer", Kind::Mutation, async {
-            self.rt.stop_container(&r.container_id, r.timeout).await?;
-            Ok(cri::StopContainerResponse {})
+        mutation("StopContainer", {
+            let rt = self.rt.clone();
+            async move {
+                rt.stop_container(&r.container_id, r.timeout).await?;
+                Ok(cri::StopContainerResponse {})
+            }
         })
         .await
     }
@@ -166,9 +184,12 @@ impl RuntimeService for Runtime {
         req: Request<cri::RemoveContainerRequest>,
     ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
         let r = req.into_inner();
-        call("RemoveContainer", Kind::Mutation, async {
-            self.rt.remove_container(&r.container_id).await?;
-            Ok(cri::RemoveContainerResponse {})
+        mutation("RemoveContainer", {
+            let rt = self.rt.clone();
+            async move {
+                rt.remove_container(&r.container_id).await?;
+                Ok(cri::RemoveContainerResponse {})
+            }
         })
         .await
     }
@@ -202,9 +223,12 @@ impl RuntimeService for Runtime {
         req: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
         let r = req.into_inner();
-        call("UpdateContainerResources", Kind::Mutation, async {
-            self.rt.update_container(&r.container_id, r.linux).await?;
-            Ok(cri::UpdateContainerResourcesResponse {})
+        mutation("UpdateContainerResources", {
+            let rt = self.rt.clone();
+            async move {
+                rt.update_container(&r.container_id, r.linux).await?;
+                Ok(cri::UpdateContainerResourcesResponse {})
+            }
         })
         .await
     }
@@ -214,9 +238,12 @@ impl RuntimeService for Runtime {
         req: Request<cri::ReopenContainerLogRequest>,
     ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
         let r = req.into_inner();
-        call("ReopenContainerLog", Kind::Mutation, async {
-            self.rt.reopen_log(&r.container_id).await?;
-            Ok(cri::ReopenContainerLogResponse {})
+        mutation("ReopenContainerLog", {
+            let rt = self.rt.clone();
+            async move {
+                rt.reopen_log(&r.container_id).await?;
+                Ok(cri::ReopenContainerLogResponse {})
+            }
         })
         .await
     }
