@@ -169,6 +169,21 @@ async fn wait_state(e: &mut Env, id: &str, want: cri::ContainerState) -> cri::Co
     }
 }
 
+async fn wait_pod_state(e: &mut Env, pod: &str, want: cri::PodSandboxState) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = pod_status(e, pod).await;
+        if s.state == want as i32 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pod {pod} never reached {want:?}: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn stop_remove_pod(e: &mut Env, pod: &str) {
     e.rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
         pod_sandbox_id: pod.into(),
@@ -852,14 +867,7 @@ async fn pod_whose_monitor_died_is_reported_and_cleaned_up() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while pod_status(&mut e, &pod).await.state != cri::PodSandboxState::SandboxNotready as i32 {
-        assert!(
-            Instant::now() < deadline,
-            "pod still ready after its monitor died"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_pod_state(&mut e, &pod, cri::PodSandboxState::SandboxNotready).await;
     let s = status(&mut e, &c).await;
     assert_eq!(
         s.state,
@@ -1072,14 +1080,7 @@ async fn abandoned_calls_run_to_completion() {
     });
     req.set_timeout(Duration::from_millis(1));
     let _ = e.rt.stop_pod_sandbox(req).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while pod_status(&mut e, &pod).await.state != cri::PodSandboxState::SandboxNotready as i32 {
-        assert!(
-            Instant::now() < deadline,
-            "the abandoned StopPodSandbox never finished"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_pod_state(&mut e, &pod, cri::PodSandboxState::SandboxNotready).await;
     stop_remove_pod(&mut e, &pod).await;
     assert_no_leaks(&e, &[pod]);
 }
