@@ -836,7 +836,22 @@ async fn cli_pod_and_container_verbs() {
         String::from_utf8_lossy(&out.stderr).contains("no container"),
         "{out:?}"
     );
+    let out = e.d.cli(&["rm"]);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--all"),
+        "{out:?}"
+    );
     ok(e.d.cli(&["rm", &id]));
+    let pod = pods.trim();
+    let inspectp: serde_json::Value =
+        serde_json::from_str(&ok(e.d.cli(&["inspectp", "-o", "table", &pod[..8]]))).unwrap();
+    assert_eq!(inspectp["status"]["id"], pod);
+    // SANDBOX_READY is the enum's zero value, which the JSON leaves out.
+    assert!(inspectp["status"]["state"].is_null(), "{inspectp}");
+    assert_eq!(
+        ok(e.d.cli(&["stopp", &pod[..8]])).trim(),
+        format!("Stopped sandbox {pod}")
+    );
     ok(e.d.cli(&["rmp", "-a"]));
     assert!(ok(e.d.cli(&["pods", "-q"])).is_empty());
     assert_no_leaks(&e, &[id]);

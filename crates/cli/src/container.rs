@@ -7,8 +7,8 @@ use berth_cri::runtime::v1 as cri;
 use clap::Args;
 
 use crate::connect::Clients;
-use crate::output::{print_structured, print_table, table, Format};
-use crate::sandbox::{run_pod, with_info};
+use crate::output::{print_status, print_structured, print_table, table, Format};
+use crate::sandbox::run_pod;
 use crate::{configfile, ids, req, rpc, CliError, Global};
 
 #[derive(Debug, Args)]
@@ -126,8 +126,7 @@ async fn start_one(c: &mut Clients, g: &Global, id: &str) -> Result<(), CliError
 }
 
 pub async fn start(c: &mut Clients, g: &Global, a: IdsArgs) -> Result<(), CliError> {
-    for w in &a.ids {
-        let id = ids::container(c, g, w).await?;
+    for id in ids::targets(c, g, ids::Kind::Container, false, &a.ids, "start").await? {
         start_one(c, g, &id).await?;
         println!("{id}");
     }
@@ -273,8 +272,7 @@ pub struct InspectArgs {
 }
 
 pub async fn inspect(c: &mut Clients, g: &Global, a: InspectArgs) -> Result<(), CliError> {
-    for w in &a.ids {
-        let id = ids::container(c, g, w).await?;
+    for id in ids::targets(c, g, ids::Kind::Container, false, &a.ids, "inspect").await? {
         let r = c
             .runtime
             .container_status(req(
@@ -287,12 +285,7 @@ pub async fn inspect(c: &mut Clients, g: &Global, a: InspectArgs) -> Result<(), 
             .await
             .map_err(rpc("ContainerStatus"))?
             .into_inner();
-        let format = if a.output == Format::Table {
-            Format::Json
-        } else {
-            a.output
-        };
-        print_structured(&with_info(&r.status, &r.info), format)?;
+        print_status(&r.status, &r.info, a.output)?;
     }
     Ok(())
 }
@@ -307,8 +300,7 @@ pub struct StopArgs {
 }
 
 pub async fn stop(c: &mut Clients, g: &Global, a: StopArgs) -> Result<(), CliError> {
-    for w in &a.ids {
-        let id = ids::container(c, g, w).await?;
+    for id in ids::targets(c, g, ids::Kind::Container, false, &a.ids, "stop").await? {
         let mut r = tonic::Request::new(cri::StopContainerRequest {
             container_id: id.clone(),
             timeout: a.time,
@@ -335,17 +327,7 @@ pub struct RmArgs {
 }
 
 pub async fn rm(c: &mut Clients, g: &Global, a: RmArgs) -> Result<(), CliError> {
-    let targets = if a.all {
-        ids::container_ids(c, g).await?
-    } else if a.ids.is_empty() {
-        return Err(CliError::Usage("rm: give container ids or --all".into()));
-    } else {
-        let mut v = Vec::new();
-        for w in &a.ids {
-            v.push(ids::container(c, g, w).await?);
-        }
-        v
-    };
+    let targets = ids::targets(c, g, ids::Kind::Container, a.all, &a.ids, "rm").await?;
     for id in targets {
         if a.force {
             c.runtime
@@ -447,8 +429,7 @@ pub async fn update(c: &mut Clients, g: &Global, a: UpdateArgs) -> Result<(), Cl
         memory_limit_in_bytes: a.memory.unwrap_or(0),
         ..Default::default()
     };
-    for w in &a.ids {
-        let id = ids::container(c, g, w).await?;
+    for id in ids::targets(c, g, ids::Kind::Container, false, &a.ids, "update").await? {
         c.runtime
             .update_container_resources(req(
                 cri::UpdateContainerResourcesRequest {

@@ -48,6 +48,48 @@ pub async fn container_ids(c: &mut Clients, g: &Global) -> Result<Vec<String>, C
         .collect())
 }
 
+/// What a command's ids name.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    Pod,
+    Container,
+}
+
+impl Kind {
+    fn noun(self) -> &'static str {
+        match self {
+            Kind::Pod => "pod",
+            Kind::Container => "container",
+        }
+    }
+}
+
+/// The ids a command acts on: every one of `kind` with `all`, else each of
+/// `wanted` resolved (one listing for all of them).
+pub async fn targets(
+    c: &mut Clients,
+    g: &Global,
+    kind: Kind,
+    all: bool,
+    wanted: &[String],
+    verb: &str,
+) -> Result<Vec<String>, CliError> {
+    if !all && wanted.is_empty() {
+        return Err(CliError::Usage(format!(
+            "{verb}: give {} ids or --all",
+            kind.noun()
+        )));
+    }
+    let ids = match kind {
+        Kind::Pod => pod_ids(c, g).await?,
+        Kind::Container => container_ids(c, g).await?,
+    };
+    if all {
+        return Ok(ids);
+    }
+    wanted.iter().map(|w| pick(&ids, w, kind.noun())).collect()
+}
+
 pub async fn pod(c: &mut Clients, g: &Global, wanted: &str) -> Result<String, CliError> {
     let ids = pod_ids(c, g).await?;
     pick(&ids, wanted, "pod")

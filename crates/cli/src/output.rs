@@ -13,7 +13,7 @@ pub enum Format {
     Yaml,
 }
 
-/// Prints `value` as JSON or YAML.
+/// Prints `value` as JSON or YAML (a table is asked for as JSON).
 pub fn print_structured<T: Serialize>(value: &T, format: Format) -> Result<(), CliError> {
     let text = match format {
         Format::Yaml => {
@@ -23,6 +23,20 @@ pub fn print_structured<T: Serialize>(value: &T, format: Format) -> Result<(), C
     };
     println!("{}", text.trim_end());
     Ok(())
+}
+
+/// Prints a status response as crictl's inspect verbs do: the status, and
+/// `info` parsed from its JSON strings; a table is asked for as JSON.
+pub fn print_status<T: Serialize>(
+    status: &T,
+    info: &std::collections::HashMap<String, String>,
+    format: Format,
+) -> Result<(), CliError> {
+    let mut out = serde_json::json!({ "status": status });
+    for (k, v) in info {
+        out[k] = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.clone()));
+    }
+    print_structured(&out, format)
 }
 
 /// A borderless table like crictl's.

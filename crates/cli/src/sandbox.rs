@@ -6,7 +6,7 @@ use berth_cri::runtime::v1 as cri;
 use clap::Args;
 
 use crate::connect::Clients;
-use crate::output::{print_structured, print_table, table, Format};
+use crate::output::{print_status, print_structured, print_table, table, Format};
 use crate::{configfile, ids, req, rpc, CliError, Global};
 
 #[derive(Debug, Args)]
@@ -164,22 +164,8 @@ pub struct InspectpArgs {
     pub output: Format,
 }
 
-/// A status response as crictl prints it: the status, and `info` parsed
-/// from its JSON strings.
-pub fn with_info<T: serde::Serialize>(
-    status: &T,
-    info: &std::collections::HashMap<String, String>,
-) -> serde_json::Value {
-    let mut out = serde_json::json!({ "status": status });
-    for (k, v) in info {
-        out[k] = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.clone()));
-    }
-    out
-}
-
 pub async fn inspectp(c: &mut Clients, g: &Global, a: InspectpArgs) -> Result<(), CliError> {
-    for wanted in &a.ids {
-        let id = ids::pod(c, g, wanted).await?;
+    for id in ids::targets(c, g, ids::Kind::Pod, false, &a.ids, "inspectp").await? {
         let r = c
             .runtime
             .pod_sandbox_status(req(
@@ -192,12 +178,7 @@ pub async fn inspectp(c: &mut Clients, g: &Global, a: InspectpArgs) -> Result<()
             .await
             .map_err(rpc("PodSandboxStatus"))?
             .into_inner();
-        let format = if a.output == Format::Table {
-            Format::Json
-        } else {
-            a.output
-        };
-        print_structured(&with_info(&r.status, &r.info), format)?;
+        print_status(&r.status, &r.info, a.output)?;
     }
     Ok(())
 }
@@ -210,19 +191,23 @@ pub struct StoppArgs {
 }
 
 pub async fn stopp(c: &mut Clients, g: &Global, a: StoppArgs) -> Result<(), CliError> {
-    for wanted in &a.ids {
-        let id = ids::pod(c, g, wanted).await?;
-        c.runtime
-            .stop_pod_sandbox(req(
-                cri::StopPodSandboxRequest {
-                    pod_sandbox_id: id.clone(),
-                },
-                g,
-            ))
-            .await
-            .map_err(rpc("StopPodSandbox"))?;
+    for id in ids::targets(c, g, ids::Kind::Pod, false, &a.ids, "stopp").await? {
+        stop_pod(c, g, &id).await?;
         println!("Stopped sandbox {id}");
     }
+    Ok(())
+}
+
+async fn stop_pod(c: &mut Clients, g: &Global, id: &str) -> Result<(), CliError> {
+    c.runtime
+        .stop_pod_sandbox(req(
+            cri::StopPodSandboxRequest {
+                pod_sandbox_id: id.to_string(),
+            },
+            g,
+        ))
+        .await
+        .map_err(rpc("StopPodSandbox"))?;
     Ok(())
 }
 
@@ -239,28 +224,10 @@ pub struct RmpArgs {
 }
 
 pub async fn rmp(c: &mut Clients, g: &Global, a: RmpArgs) -> Result<(), CliError> {
-    let targets = if a.all {
-        ids::pod_ids(c, g).await?
-    } else if a.ids.is_empty() {
-        return Err(CliError::Usage("rmp: give pod ids or --all".into()));
-    } else {
-        let mut v = Vec::new();
-        for w in &a.ids {
-            v.push(ids::pod(c, g, w).await?);
-        }
-        v
-    };
+    let targets = ids::targets(c, g, ids::Kind::Pod, a.all, &a.ids, "rmp").await?;
     for id in targets {
         if a.force {
-            c.runtime
-                .stop_pod_sandbox(req(
-                    cri::StopPodSandboxRequest {
-                        pod_sandbox_id: id.clone(),
-                    },
-                    g,
-                ))
-                .await
-                .map_err(rpc("StopPodSandbox"))?;
+            stop_pod(c, g, &id).await?;
         }
         c.runtime
             .remove_pod_sandbox(req(
