@@ -78,27 +78,71 @@ fn container_config(name: &str, image: &str, cmd: &[&str]) -> cri::ContainerConf
 
 async fn run_pod(e: &mut Env, name: &str, handler: &str) -> String {
     let config = pod_config(name, &e.d.dir.path().join("logs").join(name));
+    run_pod_with(e, config, handler).await
+}
+
+async fn run_pod_with(e: &mut Env, config: cri::PodSandboxConfig, handler: &str) -> String {
+    try_run_pod(e, config, handler)
+        .await
+        .unwrap_or_else(|s| panic!("RunPodSandbox: {s:?}\n{}", e.d.log()))
+}
+
+async fn try_run_pod(
+    e: &mut Env,
+    config: cri::PodSandboxConfig,
+    handler: &str,
+) -> Result<String, tonic::Status> {
     e.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
         config: Some(config),
         runtime_handler: handler.into(),
     })
     .await
-    .unwrap_or_else(|s| panic!("RunPodSandbox: {s:?}\n{}", e.d.log()))
-    .into_inner()
-    .pod_sandbox_id
+    .map(|r| r.into_inner().pod_sandbox_id)
 }
 
 async fn create(e: &mut Env, pod: &str, name: &str, cmd: &[&str]) -> String {
-    let config = pod_config_of(e, pod).await;
+    let sandbox = pod_config_of(e, pod).await;
+    let config = container_config(name, &e.image, cmd);
+    create_with(e, pod, config, sandbox).await
+}
+
+async fn create_with(
+    e: &mut Env,
+    pod: &str,
+    config: cri::ContainerConfig,
+    sandbox: cri::PodSandboxConfig,
+) -> String {
+    try_create(e, pod, config, sandbox)
+        .await
+        .unwrap_or_else(|s| panic!("CreateContainer: {s:?}\n{}", monitor_logs(&e.d)))
+}
+
+async fn try_create(
+    e: &mut Env,
+    pod: &str,
+    config: cri::ContainerConfig,
+    sandbox: cri::PodSandboxConfig,
+) -> Result<String, tonic::Status> {
     e.rt.create_container(cri::CreateContainerRequest {
         pod_sandbox_id: pod.into(),
-        config: Some(container_config(name, &e.image, cmd)),
-        sandbox_config: Some(config),
+        config: Some(config),
+        sandbox_config: Some(sandbox),
     })
     .await
-    .unwrap_or_else(|s| panic!("CreateContainer: {s:?}\n{}", monitor_logs(&e.d)))
-    .into_inner()
-    .container_id
+    .map(|r| r.into_inner().container_id)
+}
+
+/// A verbose status's `info`, parsed.
+fn parsed(info: &HashMap<String, String>) -> serde_json::Value {
+    serde_json::from_str(&info["info"]).unwrap()
+}
+
+async fn pod_info(e: &mut Env, pod: &str) -> serde_json::Value {
+    parsed(&pod_status_response(e, pod, true).await.info)
+}
+
+async fn container_info(e: &mut Env, id: &str) -> serde_json::Value {
+    parsed(&status_response(e, id, true).await.info)
 }
 
 async fn pod_config_of(e: &mut Env, pod: &str) -> cri::PodSandboxConfig {
@@ -107,28 +151,36 @@ async fn pod_config_of(e: &mut Env, pod: &str) -> cri::PodSandboxConfig {
     pod_config(&m.name, &e.d.dir.path().join("logs").join(&m.name))
 }
 
-async fn pod_status(e: &mut Env, pod: &str) -> cri::PodSandboxStatus {
+async fn pod_status_response(
+    e: &mut Env,
+    pod: &str,
+    verbose: bool,
+) -> cri::PodSandboxStatusResponse {
     e.rt.pod_sandbox_status(cri::PodSandboxStatusRequest {
         pod_sandbox_id: pod.into(),
-        verbose: false,
+        verbose,
     })
     .await
     .unwrap()
     .into_inner()
-    .status
+}
+
+async fn pod_status(e: &mut Env, pod: &str) -> cri::PodSandboxStatus {
+    pod_status_response(e, pod, false).await.status.unwrap()
+}
+
+async fn status_response(e: &mut Env, id: &str, verbose: bool) -> cri::ContainerStatusResponse {
+    e.rt.container_status(cri::ContainerStatusRequest {
+        container_id: id.into(),
+        verbose,
+    })
+    .await
     .unwrap()
+    .into_inner()
 }
 
 async fn status(e: &mut Env, id: &str) -> cri::ContainerStatus {
-    e.rt.container_status(cri::ContainerStatusRequest {
-        container_id: id.into(),
-        verbose: false,
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .status
-    .unwrap()
+    status_response(e, id, false).await.status.unwrap()
 }
 
 async fn start(e: &mut Env, id: &str) {
@@ -421,30 +473,16 @@ async fn lifecycle_with_runc() {
 async fn names_are_unique_and_unknown_ids_are_fine() {
     let mut e = env().await;
     let pod = run_pod(&mut e, "uniq", "").await;
-    let err =
-        e.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pod_config("uniq", &e.d.dir.path().join("logs/uniq"))),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap_err();
+    let again = pod_config("uniq", &e.d.dir.path().join("logs/uniq"));
+    let err = try_run_pod(&mut e, again, "").await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::AlreadyExists, "{err:?}");
     let c = create(&mut e, &pod, "one", &["sleep", "100"]).await;
     let config = pod_config_of(&mut e, &pod).await;
-    let err =
-        e.rt.create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod.clone(),
-            config: Some(container_config("one", &e.image, &["sleep", "1"])),
-            sandbox_config: Some(config),
-        })
-        .await
-        .unwrap_err();
+    let one = container_config("one", &e.image, &["sleep", "1"]);
+    let err = try_create(&mut e, &pod, one, config).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::AlreadyExists, "{err:?}");
-    let err =
-        e.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pod_config("other", &e.d.dir.path().join("logs/other"))),
-            runtime_handler: "no-such-handler".into(),
-        })
+    let other = pod_config("other", &e.d.dir.path().join("logs/other"));
+    let err = try_run_pod(&mut e, other, "no-such-handler")
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
@@ -656,45 +694,15 @@ async fn user_namespaced_pod(handler: &str) {
         host_id: 300_000,
         length: 10,
     });
-    let err =
-        e.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(two),
-            runtime_handler: handler.into(),
-        })
-        .await
-        .unwrap_err();
+    let err = try_run_pod(&mut e, two, handler).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
 
-    let pod =
-        e.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: handler.into(),
-        })
-        .await
-        .unwrap_or_else(|s| panic!("{s:?}\n{}", e.d.log()))
-        .into_inner()
-        .pod_sandbox_id;
+    let pod = run_pod_with(&mut e, config.clone(), handler).await;
     let ip = pod_status(&mut e, &pod).await.network.unwrap().ip;
-    let verbose =
-        e.rt.pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod.clone(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .info;
-    assert!(ip.starts_with("10."), "{ip:?} {verbose:?}");
-    let c =
-        e.rt.create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod.clone(),
-            config: Some(container_config("main", &e.image, &["sleep", "1000"])),
-            sandbox_config: Some(config),
-        })
-        .await
-        .unwrap_or_else(|s| panic!("{s:?}\n{}", monitor_logs(&e.d)))
-        .into_inner()
-        .container_id;
+    let verbose = pod_info(&mut e, &pod).await;
+    assert!(ip.starts_with("10."), "{ip:?} {verbose}");
+    let main = container_config("main", &e.image, &["sleep", "1000"]);
+    let c = create_with(&mut e, &pod, main, config).await;
     start(&mut e, &c).await;
     let r = exec(&mut e, &c, &["cat", "/proc/self/uid_map"], 10)
         .await
@@ -707,16 +715,7 @@ async fn user_namespaced_pod(handler: &str) {
     let r = exec(&mut e, &c, &["id", "-u"], 10).await.unwrap();
     assert_eq!(String::from_utf8_lossy(&r.stdout), "0\n");
     // The container's processes run as the mapped uid on the host.
-    let st =
-        e.rt.container_status(cri::ContainerStatusRequest {
-            container_id: c.clone(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&st.info["info"]).unwrap();
-    let pid = info["pid"].as_i64().unwrap();
+    let pid = container_info(&mut e, &c).await["pid"].as_i64().unwrap();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let uid_line = status
         .lines()
@@ -866,17 +865,7 @@ async fn pod_whose_monitor_died_is_reported_and_cleaned_up() {
     let pod = run_pod(&mut e, "orphan", "").await;
     let c = create(&mut e, &pod, "main", &["sleep", "1000"]).await;
     start(&mut e, &c).await;
-    let info =
-        e.rt.pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod.clone(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .info;
-    let info: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
-    let monitor = info["monitorPid"].as_i64().unwrap() as i32;
+    let monitor = pod_info(&mut e, &pod).await["monitorPid"].as_i64().unwrap() as i32;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(monitor),
         nix::sys::signal::Signal::SIGKILL,
@@ -968,15 +957,7 @@ async fn pid_namespace_per_container() {
         }),
         ..Default::default()
     });
-    let pod =
-        e.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let pod = run_pod_with(&mut e, config.clone(), "").await;
     let pod_dir = e.d.state().join("pods").join(&pod);
     let inits: Vec<String> = std::fs::read_dir("/proc")
         .unwrap()
@@ -1001,16 +982,7 @@ async fn pid_namespace_per_container() {
             container_config(name, &e.image, &["sleep", "1000"]),
             cri::NamespaceMode::Container,
         );
-        let id =
-            e.rt.create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: pod.clone(),
-                config: Some(c),
-                sandbox_config: Some(config.clone()),
-            })
-            .await
-            .unwrap_or_else(|s| panic!("CreateContainer: {s:?}\n{}", monitor_logs(&e.d)))
-            .into_inner()
-            .container_id;
+        let id = create_with(&mut e, &pod, c, config.clone()).await;
         start(&mut e, &id).await;
         let r = exec(&mut e, &id, &["cat", "/proc/1/comm"], 10)
             .await
@@ -1031,14 +1003,7 @@ async fn pid_namespace_per_container() {
         container_config("shared", &e.image, &["sleep", "1000"]),
         cri::NamespaceMode::Pod,
     );
-    let err =
-        e.rt.create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod.clone(),
-            config: Some(shared),
-            sandbox_config: Some(config),
-        })
-        .await
-        .unwrap_err();
+    let err = try_create(&mut e, &pod, shared, config).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("PID namespace"), "{err:?}");
 
