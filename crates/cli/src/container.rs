@@ -38,21 +38,7 @@ async fn ensure_image(
             "the container config names no image".into(),
         ));
     }
-    let present = c
-        .image
-        .image_status(req(
-            cri::ImageStatusRequest {
-                image: Some(image.clone()),
-                verbose: false,
-            },
-            g,
-        ))
-        .await
-        .map_err(rpc("ImageStatus"))?
-        .into_inner()
-        .image
-        .is_some();
-    if present {
+    if crate::images::present(c, g, Some(image.clone())).await? {
         return Ok(());
     }
     if no_pull {
@@ -225,13 +211,8 @@ pub async fn ps(c: &mut Clients, g: &Global, a: PsArgs) -> Result<(), CliError> 
     if a.list.output != Format::Table {
         return print_structured(&serde_json::json!({ "containers": items }), a.list.output);
     }
-    let pods: std::collections::HashMap<String, String> = c
-        .runtime
-        .list_pod_sandbox(req(cri::ListPodSandboxRequest { filter: None }, g))
-        .await
-        .map_err(rpc("ListPodSandbox"))?
-        .into_inner()
-        .items
+    let pods: std::collections::HashMap<String, String> = ids::pods(c, g)
+        .await?
         .into_iter()
         .map(|p| (p.id, p.metadata.unwrap_or_default().name))
         .collect();

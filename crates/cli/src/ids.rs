@@ -24,16 +24,18 @@ pub fn pick(ids: &[String], wanted: &str, what: &str) -> Result<String, CliError
     }
 }
 
-pub async fn pod_ids(c: &mut Clients, g: &Global) -> Result<Vec<String>, CliError> {
+/// Every pod the runtime has.
+pub async fn pods(c: &mut Clients, g: &Global) -> Result<Vec<cri::PodSandbox>, CliError> {
     Ok(c.runtime
         .list_pod_sandbox(req(cri::ListPodSandboxRequest { filter: None }, g))
         .await
         .map_err(rpc("ListPodSandbox"))?
         .into_inner()
-        .items
-        .into_iter()
-        .map(|p| p.id)
-        .collect())
+        .items)
+}
+
+pub async fn pod_ids(c: &mut Clients, g: &Global) -> Result<Vec<String>, CliError> {
+    Ok(pods(c, g).await?.into_iter().map(|p| p.id).collect())
 }
 
 pub async fn container_ids(c: &mut Clients, g: &Global) -> Result<Vec<String>, CliError> {

@@ -12,6 +12,27 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use crate::output::{human_size, print_structured, print_table, short_id, table, Format};
 use crate::{req, rpc, CliError, Clients, Global};
 
+/// Whether the runtime has `image`.
+pub async fn present(
+    c: &mut Clients,
+    g: &Global,
+    image: Option<cri::ImageSpec>,
+) -> Result<bool, CliError> {
+    Ok(c.image
+        .image_status(req(
+            cri::ImageStatusRequest {
+                image,
+                verbose: false,
+            },
+            g,
+        ))
+        .await
+        .map_err(rpc("ImageStatus"))?
+        .into_inner()
+        .image
+        .is_some())
+}
+
 fn spec(image: &str) -> Option<cri::ImageSpec> {
     Some(cri::ImageSpec {
         image: image.to_string(),
@@ -368,21 +389,7 @@ pub async fn rmi(c: &mut Clients, g: &Global, a: RmiArgs) -> Result<(), CliError
             .remove_image(req(cri::RemoveImageRequest { image: spec(&name) }, g))
             .await
             .map_err(rpc("RemoveImage"))?;
-        let still = c
-            .image
-            .image_status(req(
-                cri::ImageStatusRequest {
-                    image: spec(&before.id),
-                    verbose: false,
-                },
-                g,
-            ))
-            .await
-            .map_err(rpc("ImageStatus"))?
-            .into_inner()
-            .image
-            .is_some();
-        if still {
+        if present(c, g, spec(&before.id)).await? {
             println!("Untagged: {name}");
         } else {
             println!("Deleted: {}", before.id);
