@@ -145,6 +145,22 @@ async fn container_info(e: &mut Env, id: &str) -> serde_json::Value {
     parsed(&status_response(e, id, true).await.info)
 }
 
+async fn list_pods(e: &mut Env) -> Vec<cri::PodSandbox> {
+    e.rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .items
+}
+
+/// A pod with one started container, `main`, that sleeps.
+async fn running_pod(e: &mut Env, name: &str) -> (String, String) {
+    let pod = run_pod(e, name, "").await;
+    let c = create(e, &pod, "main", &["sleep", "1000"]).await;
+    start(e, &c).await;
+    (pod, c)
+}
+
 async fn pod_config_of(e: &mut Env, pod: &str) -> cri::PodSandboxConfig {
     let st = pod_status(e, pod).await;
     let m = st.metadata.unwrap();
@@ -570,12 +586,7 @@ async fn containers_survive_a_daemon_kill() {
         log_lines(&l.log_path).len() > before,
         "the log stopped after the restart"
     );
-    let pods =
-        e.rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
-            .await
-            .unwrap()
-            .into_inner()
-            .items;
+    let pods = list_pods(&mut e).await;
     assert_eq!(pods.len(), 1);
     stop_remove_pod(&mut e, &pod).await;
     assert_no_leaks(&e, &[pod, long, short]);
@@ -613,12 +624,7 @@ async fn no_leaks_after_200_pod_cycles() {
         }
     }
     assert_no_leaks(&e, &ids);
-    let pods =
-        e.rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
-            .await
-            .unwrap()
-            .into_inner()
-            .items;
+    let pods = list_pods(&mut e).await;
     assert!(pods.is_empty(), "{pods:?}");
     let ctrs =
         e.rt.list_containers(cri::ListContainersRequest { filter: None })
@@ -862,9 +868,7 @@ async fn cli_pod_and_container_verbs() {
 #[tokio::test(flavor = "multi_thread")]
 async fn pod_whose_monitor_died_is_reported_and_cleaned_up() {
     let mut e = env().await;
-    let pod = run_pod(&mut e, "orphan", "").await;
-    let c = create(&mut e, &pod, "main", &["sleep", "1000"]).await;
-    start(&mut e, &c).await;
+    let (pod, c) = running_pod(&mut e, "orphan").await;
     let monitor = pod_info(&mut e, &pod).await["monitorPid"].as_i64().unwrap() as i32;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(monitor),
@@ -891,9 +895,7 @@ async fn pod_whose_monitor_died_is_reported_and_cleaned_up() {
 #[tokio::test(flavor = "multi_thread")]
 async fn unrecorded_leftovers_are_released_at_start() {
     let mut e = env().await;
-    let pod = run_pod(&mut e, "half", "").await;
-    let c = create(&mut e, &pod, "main", &["sleep", "1000"]).await;
-    start(&mut e, &c).await;
+    let (pod, c) = running_pod(&mut e, "half").await;
     let kept = run_pod(&mut e, "kept", "").await;
     let kept_c = create(&mut e, &kept, "main", &["sleep", "1000"]).await;
     assert_eq!(e.net.veths().len(), 2);
@@ -904,12 +906,7 @@ async fn unrecorded_leftovers_are_released_at_start() {
     std::fs::remove_file(e.d.root().join(format!("runtime/containers/{kept_c}.json"))).unwrap();
     e.d.spawn();
     e.rt = e.d.runtime().await;
-    let pods =
-        e.rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
-            .await
-            .unwrap()
-            .into_inner()
-            .items;
+    let pods = list_pods(&mut e).await;
     let ids: Vec<&str> = pods.iter().map(|p| p.id.as_str()).collect();
     assert_eq!(ids, [kept.as_str()]);
     assert!(!e.d.state().join("pods").join(&pod).exists());
@@ -1034,12 +1031,7 @@ async fn abandoned_calls_run_to_completion() {
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     let pod = loop {
-        let pods =
-            e.rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
-                .await
-                .unwrap()
-                .into_inner()
-                .items;
+        let pods = list_pods(&mut e).await;
         if let Some(p) = pods
             .iter()
             .find(|p| p.state == cri::PodSandboxState::SandboxReady as i32)
