@@ -275,6 +275,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         }
     };
     let served = tonic::transport::Server::builder()
+        .layer(crate::deadline::DeadlineLayer)
         .add_service(
             RuntimeServiceServer::new(runtime)
                 .max_decoding_message_size(MAX_MESSAGE)

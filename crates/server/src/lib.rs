@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 
 pub mod daemon;
+mod deadline;
 pub mod error;
 pub mod image;
 pub mod instrument;
