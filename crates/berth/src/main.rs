@@ -96,7 +96,15 @@ fn fail(e: &dyn std::fmt::Display) -> ExitCode {
 fn main() -> ExitCode {
     // A pod's monitor lives as long as the pod: start it before clap builds
     // the whole command tree, whose heap and stack every monitor would keep.
-    let mut args = std::env::args_os().skip(1);
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv
+        .first()
+        .is_some_and(|a| a == berth_monitor::pause::ARGV0)
+    {
+        // A pod's init, executed by its monitor (never by hand).
+        berth_monitor::pause::run(&argv[1..]);
+    }
+    let mut args = argv.into_iter().skip(1);
     if let (Some(verb), Some(pod_dir), None) = (args.next(), args.next(), args.next()) {
         if verb == "monitor" {
             return berth_monitor::run(std::path::Path::new(&pod_dir));

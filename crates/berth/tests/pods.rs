@@ -252,6 +252,20 @@ async fn wait_pod_state(e: &mut Env, pod: &str, want: cri::PodSandboxState) {
     }
 }
 
+async fn stop_remove_container(e: &mut Env, id: &str) {
+    e.rt.stop_container(cri::StopContainerRequest {
+        container_id: id.into(),
+        timeout: 1,
+    })
+    .await
+    .unwrap_or_else(|s| panic!("StopContainer: {s:?}"));
+    e.rt.remove_container(cri::RemoveContainerRequest {
+        container_id: id.into(),
+    })
+    .await
+    .unwrap_or_else(|s| panic!("RemoveContainer: {s:?}"));
+}
+
 async fn stop_remove_pod(e: &mut Env, pod: &str) {
     e.rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
         pod_sandbox_id: pod.into(),
@@ -504,17 +518,7 @@ async fn names_are_unique_and_unknown_ids_are_fine() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
 
     let unknown = "0123456789abcdef0123456789abcdef".to_string();
-    e.rt.stop_container(cri::StopContainerRequest {
-        container_id: unknown.clone(),
-        timeout: 0,
-    })
-    .await
-    .unwrap();
-    e.rt.remove_container(cri::RemoveContainerRequest {
-        container_id: unknown.clone(),
-    })
-    .await
-    .unwrap();
+    stop_remove_container(&mut e, &unknown).await;
     e.rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
         pod_sandbox_id: unknown.clone(),
     })
@@ -729,8 +733,43 @@ async fn user_namespaced_pod(handler: &str) {
         .unwrap()
         .to_string();
     assert!(uid_line.contains("200000"), "{uid_line}");
+
+    // As the kubelet runs it (no shareProcessNamespace): a PID namespace of
+    // the container's own, inside the pod's user namespace.
+    let own = with_pid_mode(
+        container_config("own-pid", &e.image, &["sleep", "1000"]),
+        cri::NamespaceMode::Container,
+    );
+    let sandbox = pod_config_of(&mut e, &pod).await;
+    let own = create_with(&mut e, &pod, own, sandbox).await;
+    start(&mut e, &own).await;
+    let r = exec(
+        &mut e,
+        &own,
+        &["cat", "/proc/1/comm", "/proc/self/uid_map"],
+        10,
+    )
+    .await
+    .unwrap();
+    let out = String::from_utf8_lossy(&r.stdout);
+    let words: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(words, ["sleep", "0", "200000", "65536"], "{r:?}");
+    let namespaces = [
+        "sh",
+        "-c",
+        "readlink /proc/self/ns/user; readlink /proc/self/ns/pid",
+    ];
+    let r = exec(&mut e, &own, &namespaces, 10).await.unwrap();
+    let own_ns = String::from_utf8_lossy(&r.stdout).into_owned();
+    let r = exec(&mut e, &c, &namespaces, 10).await.unwrap();
+    let shared_ns = String::from_utf8_lossy(&r.stdout).into_owned();
+    let (own_user, own_pid) = own_ns.split_once('\n').unwrap();
+    let (shared_user, shared_pid) = shared_ns.split_once('\n').unwrap();
+    assert_eq!(own_user, shared_user, "one user namespace for the pod");
+    assert_ne!(own_pid, shared_pid, "a PID namespace of its own");
+
     stop_remove_pod(&mut e, &pod).await;
-    assert_no_leaks(&e, &[pod, c]);
+    assert_no_leaks(&e, &[pod, c, own]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -921,6 +960,22 @@ async fn unrecorded_leftovers_are_released_at_start() {
     assert_no_leaks(&e, &[pod, c, kept, kept_c, again]);
 }
 
+/// The pod inits (`berth-pause`) whose parent is `monitor`.
+fn pod_inits_of(monitor: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|p| p.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            status.lines().any(|l| l == "Name:\tberth-pause")
+                && status
+                    .lines()
+                    .any(|l| l.strip_prefix("PPid:").map(str::trim) == Some(&*monitor.to_string()))
+        })
+        .collect()
+}
+
 fn with_pid_mode(mut c: cri::ContainerConfig, pid: cri::NamespaceMode) -> cri::ContainerConfig {
     c.linux = Some(cri::LinuxContainerConfig {
         security_context: Some(cri::LinuxContainerSecurityContext {
@@ -955,18 +1010,8 @@ async fn pid_namespace_per_container() {
         ..Default::default()
     });
     let pod = run_pod_with(&mut e, config.clone(), "").await;
-    let pod_dir = e.d.state().join("pods").join(&pod);
-    let inits: Vec<String> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|p| {
-            std::fs::read_to_string(p.path().join("comm"))
-                .is_ok_and(|c| c.trim() == "berth-pod-init")
-        })
-        .filter_map(|p| std::fs::read(p.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).into_owned())
-        .filter(|c| c.contains(&*pod_dir.to_string_lossy()))
-        .collect();
+    let monitor = pod_info(&mut e, &pod).await["pid"].as_i64().unwrap();
+    let inits = pod_inits_of(monitor as u32);
     assert!(
         inits.is_empty(),
         "a pod init for a CONTAINER pod: {inits:?}"
@@ -1055,4 +1100,307 @@ async fn abandoned_calls_run_to_completion() {
     wait_pod_state(&mut e, &pod, cri::PodSandboxState::SandboxNotready).await;
     stop_remove_pod(&mut e, &pod).await;
     assert_no_leaks(&e, &[pod]);
+}
+
+/// A static helper that tries to ptrace-attach to a pid and prints
+/// `attached` or the error (built with the host's gcc).
+fn ptrace_helper() -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("ptrace.c");
+    std::fs::write(
+        &src,
+        r#"#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ptrace.h>
+#include <sys/wait.h>
+int main(int argc, char **argv) {
+    int pid = atoi(argv[1]);
+    if (ptrace(PTRACE_ATTACH, pid, 0, 0) == 0) {
+        waitpid(pid, 0, __WALL);
+        ptrace(PTRACE_DETACH, pid, 0, 0);
+        puts("attached");
+        return 0;
+    }
+    printf("attach: %s\n", strerror(errno));
+    if (ptrace(PTRACE_SEIZE, pid, 0, 0) == 0) {
+        ptrace(PTRACE_DETACH, pid, 0, 0);
+        puts("seized");
+        return 0;
+    }
+    printf("seize: %s\n", strerror(errno));
+    return 1;
+}
+"#,
+    )
+    .unwrap();
+    let out = dir.path().join("ptrace");
+    let status = std::process::Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("gcc (Debian package gcc) builds the ptrace helper");
+    assert!(status.success(), "gcc failed");
+    std::fs::read(out).unwrap()
+}
+
+/// The pod init of a shared-PID pod is PID 1 of every container: a
+/// container with CAP_SYS_PTRACE (kubectl debug --profile=general) finds
+/// nothing of the host through it, and cannot attach to it.
+#[tokio::test(flavor = "multi_thread")]
+async fn pod_init_gives_a_container_nothing() {
+    let mut e = env().await;
+    let mut tar = berth_testkit::TarWriter::new();
+    tar.file("ptrace", &ptrace_helper(), 0o755);
+    let image = fixtures::busybox_builder()
+        .layer(berth_testkit::Layer::from_tar(
+            tar.finish(),
+            berth_testkit::Compression::Gzip,
+        ))
+        .build();
+    image
+        .push(&e._reg, "tests/ptrace:1", ManifestFormat::Oci)
+        .await
+        .unwrap();
+    let tools = format!("{}/tests/ptrace:1", e._reg.host());
+    pull(&mut e.d.images().await, &tools, None).await.unwrap();
+
+    let config = pod_config("shared", &e.d.dir.path().join("logs/shared"));
+    let pod = run_pod_with(&mut e, config.clone(), "").await;
+    let mut c = with_pid_mode(
+        container_config("debug", &tools, &["sleep", "1000"]),
+        cri::NamespaceMode::Pod,
+    );
+    let sc = c.linux.as_mut().unwrap().security_context.as_mut().unwrap();
+    sc.capabilities = Some(cri::Capability {
+        add_capabilities: vec!["SYS_PTRACE".into()],
+        ..Default::default()
+    });
+    let c = create_with(&mut e, &pod, c, config).await;
+    start(&mut e, &c).await;
+    let sh = |script: &str| {
+        let cmd = ["sh", "-c", script].map(String::from);
+        let rt = e.rt.clone();
+        let id = c.clone();
+        async move {
+            let mut rt = rt;
+            let r = rt
+                .exec_sync(cri::ExecSyncRequest {
+                    container_id: id,
+                    cmd: cmd.to_vec(),
+                    timeout: 10,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            (
+                r.exit_code,
+                String::from_utf8_lossy(&r.stdout).into_owned(),
+                String::from_utf8_lossy(&r.stderr).into_owned(),
+            )
+        }
+    };
+
+    // The capability works: the container can attach to its own process.
+    let (code, out, err) = sh("/ptrace $(pidof sleep)").await;
+    assert_eq!((code, out.trim()), (0, "attached"), "{err}");
+
+    // PID 1 is the pod init: no root, no cwd, no environment, no host
+    // command line, and nobody can attach to it.
+    let (_, comm, _) = sh("cat /proc/1/comm").await;
+    assert_eq!(comm.trim(), "berth-pause");
+    let (code, out, err) = sh("ls -A /proc/1/root/ /proc/1/cwd/").await;
+    assert_eq!(code, 0, "{err}");
+    let listed: Vec<&str> = out
+        .lines()
+        .filter(|l| !l.is_empty() && !l.ends_with(':'))
+        .collect();
+    assert!(listed.is_empty(), "the pod init's root shows {listed:?}");
+    let (_, env, _) = sh("cat /proc/1/environ; echo").await;
+    assert_eq!(env.trim(), "", "environment of the pod init");
+    let (_, cmdline, _) = sh("tr '\\0' ' ' < /proc/1/cmdline").await;
+    assert_eq!(cmdline.trim(), "berth-pause --die-with-parent");
+    let (code, out, _) = sh("/ptrace 1").await;
+    assert_eq!(code, 1, "ptrace of the pod init: {out}");
+    assert!(out.contains("attach: Operation not permitted"), "{out}");
+    let (_, status, _) = sh("cat /proc/1/status").await;
+    for want in [
+        "Uid:\t65535\t65535\t65535\t65535",
+        "Gid:\t65535\t65535\t65535\t65535",
+        "CapInh:\t0000000000000000",
+        "CapPrm:\t0000000000000000",
+        "CapEff:\t0000000000000000",
+        "CapBnd:\t0000000000000000",
+        "CapAmb:\t0000000000000000",
+        "NoNewPrivs:\t1",
+        "Seccomp:\t2",
+    ] {
+        assert!(
+            status.lines().any(|l| l == want),
+            "no {want:?} in\n{status}"
+        );
+    }
+    // No other process of Berth's is in the pod's PID namespace.
+    let (_, comms, _) = sh("cat /proc/[0-9]*/comm").await;
+    let others: Vec<&str> = comms
+        .lines()
+        .filter(|c| !["berth-pause", "sleep", "sh", "cat"].contains(c))
+        .collect();
+    assert!(others.is_empty(), "other processes: {others:?}");
+
+    stop_remove_pod(&mut e, &pod).await;
+    assert_no_leaks(&e, &[pod, c]);
+}
+
+/// A command that does not exist fails StartContainer, not CreateContainer,
+/// as with containerd: the container is then EXITED with 128 and reason
+/// StartError, which the kubelet restarts with back-off (a failed
+/// CreateContainer would be retried at once, for ever).
+async fn missing_command_fails_start(handler: &str) {
+    let mut e = env().await;
+    let pod = run_pod(&mut e, "nocmd", handler).await;
+    let c = create(&mut e, &pod, "nocmd", &["/no/such/command"]).await;
+    assert_eq!(
+        status(&mut e, &c).await.state,
+        cri::ContainerState::ContainerCreated as i32
+    );
+    let err =
+        e.rt.start_container(cri::StartContainerRequest {
+            container_id: c.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("/no/such/command"), "{err:?}");
+    let s = status(&mut e, &c).await;
+    assert_eq!(
+        s.state,
+        cri::ContainerState::ContainerExited as i32,
+        "{s:?}"
+    );
+    assert_eq!(
+        (s.exit_code, s.reason.as_str()),
+        (128, "StartError"),
+        "{s:?}"
+    );
+    assert!(s.message.contains("/no/such/command"), "{s:?}");
+    assert_eq!(s.started_at, 0);
+    assert!(s.finished_at > 0);
+    // Stop and remove behave as for any exited container.
+    stop_remove_container(&mut e, &c).await;
+    stop_remove_pod(&mut e, &pod).await;
+    assert_no_leaks(&e, &[pod, c]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_command_fails_start_with_builtin_handler() {
+    missing_command_fails_start("").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_command_fails_start_with_runc() {
+    missing_command_fails_start("runc").await;
+}
+
+/// What Berth cannot read it never destroys: a corrupt container record
+/// and a pod record of a future version, left in the root while the daemon
+/// is down, are quarantined at the next start and reported; every process
+/// of both pods keeps running, their root filesystems stay mounted, and
+/// no layer is collected, not even those of an image removed before.
+#[tokio::test(flavor = "multi_thread")]
+async fn unreadable_records_are_quarantined_and_their_pods_left_alone() {
+    let mut e = env().await;
+    let pod_a = run_pod(&mut e, "corrupt", "").await;
+    let a = create(&mut e, &pod_a, "a", &["sleep", "1000"]).await;
+    start(&mut e, &a).await;
+    let pod_b = run_pod(&mut e, "future", "").await;
+    let b = create(&mut e, &pod_b, "b", &["sleep", "1000"]).await;
+    start(&mut e, &b).await;
+    let pids: Vec<i64> = vec![
+        container_info(&mut e, &a).await["pid"].as_i64().unwrap(),
+        container_info(&mut e, &b).await["pid"].as_i64().unwrap(),
+        pod_info(&mut e, &pod_a).await["pid"].as_i64().unwrap(),
+        pod_info(&mut e, &pod_b).await["pid"].as_i64().unwrap(),
+    ];
+    // The image goes: only the containers' holds keep its layers.
+    remove(&mut e.d.images().await, &e.image).await;
+    let snapshots = snapshot_count(&e.d);
+    assert!(snapshots > 0);
+
+    e.d.kill9();
+    let a_record =
+        e.d.root()
+            .join("runtime/containers")
+            .join(format!("{a}.json"));
+    std::fs::write(&a_record, b"{\"version\":1,\"record\":{\"id\":").unwrap();
+    let b_pod_record =
+        e.d.root()
+            .join("runtime/pods")
+            .join(format!("{pod_b}.json"));
+    let text = std::fs::read_to_string(&b_pod_record).unwrap();
+    let future = text.replacen("\"version\":1", "\"version\":99", 1);
+    assert_ne!(text, future, "the record's version field: {text}");
+    std::fs::write(&b_pod_record, future).unwrap();
+    e.d.spawn();
+    e.rt = e.d.runtime().await;
+
+    for pid in &pids {
+        assert!(
+            std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} was killed\n{}",
+            e.d.log()
+        );
+    }
+    assert_eq!(snapshot_count(&e.d), snapshots, "layers were collected");
+    let merged = |id: &str| e.d.root().join("runtime/rootfs").join(id).join("merged");
+    for id in [&a, &b] {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(
+            mounts.contains(&*merged(id).to_string_lossy()),
+            "the root filesystem of {id} was unmounted"
+        );
+    }
+    let runtime_status =
+        e.rt.status(cri::StatusRequest { verbose: true })
+            .await
+            .unwrap()
+            .into_inner();
+    let q: serde_json::Value =
+        serde_json::from_str(&runtime_status.info["quarantinedRecords"]).unwrap();
+    let q = q.as_array().unwrap();
+    let find = |kind: &str, id: &str| {
+        q.iter()
+            .find(|r| r["kind"] == kind && r["key"] == id)
+            .unwrap_or_else(|| panic!("no quarantined {kind} {id} in {q:?}"))
+            .clone()
+    };
+    let qa = find("container", &a);
+    assert!(qa["reason"].as_str().unwrap().contains("corrupt"), "{qa}");
+    assert!(std::path::Path::new(qa["path"].as_str().unwrap()).exists());
+    let qb = find("pod", &pod_b);
+    assert!(
+        qb["reason"].as_str().unwrap().contains("version 99"),
+        "{qb}"
+    );
+    assert!(!a_record.exists() && !b_pod_record.exists());
+    // What stays readable is still listed: pod A, and container b (whose
+    // pod the daemon can no longer vouch for).
+    let pods = list_pods(&mut e).await;
+    assert_eq!(pods.iter().map(|p| &p.id).collect::<Vec<_>>(), [&pod_a]);
+    let listed =
+        e.rt.list_containers(cri::ListContainersRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .containers;
+    assert_eq!(listed.iter().map(|c| &c.id).collect::<Vec<_>>(), [&b]);
+    // A second restart leaves them alone as well.
+    e.d.kill9();
+    e.d.spawn();
+    e.rt = e.d.runtime().await;
+    for pid in &pids {
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    }
+    assert_eq!(snapshot_count(&e.d), snapshots);
 }

@@ -65,6 +65,14 @@ impl Assembler {
         }
         out
     }
+
+    /// The lines still waiting for their end (a stream that ended without
+    /// a newline leaves its last line partial), oldest first.
+    pub fn unfinished(&mut self) -> Vec<Line> {
+        let mut rest: Vec<Line> = self.pending.iter_mut().filter_map(Option::take).collect();
+        rest.sort_by(|a, b| a.time.cmp(&b.time));
+        rest
+    }
 }
 
 fn print(lines: impl IntoIterator<Item = Line>, timestamps: bool) {
@@ -119,7 +127,10 @@ pub async fn logs(c: &mut Clients, g: &Global, a: LogsArgs) -> Result<(), CliErr
     let mut data = Vec::new();
     file.read_to_end(&mut data)
         .map_err(|e| CliError::Output(e.to_string()))?;
-    let lines = asm.feed(&data);
+    let mut lines = asm.feed(&data);
+    if !a.follow {
+        lines.extend(asm.unfinished());
+    }
     match a.tail {
         Some(n) => {
             let last: VecDeque<Line> = lines.into_iter().rev().take(n).collect();
@@ -195,5 +206,16 @@ mod tests {
         let more = a.feed(b"05Z stdout F tail\n");
         assert_eq!(more.len(), 1);
         assert_eq!(more[0].content, b"tail");
+        // A stream that ended without a newline: its last record is P.
+        assert!(a
+            .feed(b"2026-11-23T10:00:00.000000006Z stderr P no end\n")
+            .is_empty());
+        let rest = a.unfinished();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(
+            (rest[0].stream, &rest[0].content[..]),
+            (Stream::Stderr, &b"no end"[..])
+        );
+        assert!(a.unfinished().is_empty());
     }
 }

@@ -243,8 +243,14 @@ impl ImageService {
                     })?;
                 let records = RecordDir::open(root.join("images"))?;
                 let (loaded, bad) = records.load_all::<ImageRecord>()?;
-                for e in bad {
-                    tracing::warn!(error = %e, "skipping unreadable image record");
+                for u in bad {
+                    let q = records.quarantine(&u.key, &u.error.to_string())?;
+                    tracing::warn!(
+                        image = %u.key,
+                        error = %u.error,
+                        moved_to = %q.path.display(),
+                        "unreadable image record quarantined"
+                    );
                 }
                 let mut images = Images::default();
                 for (_, r) in loaded {
@@ -275,6 +281,15 @@ impl ImageService {
                 usage_cache: Mutex::new(None),
             }),
         };
+        let quarantined = svc.quarantined()?;
+        if !quarantined.is_empty() {
+            tracing::warn!(
+                records = quarantined.len(),
+                "image records in quarantine: no layer or blob present now is collected \
+                 until they are dealt with (see <root>/images/images/quarantine)"
+            );
+            svc.hold_everything("quarantined image records")?;
+        }
         Ok(svc)
     }
 
@@ -314,6 +329,24 @@ impl ImageService {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(owner.to_string(), chains);
+    }
+
+    /// Keeps every snapshot and blob the store has now from garbage
+    /// collection, for `owner`: a record Berth cannot read may need any of
+    /// them, and what Berth cannot read it never destroys.
+    pub fn hold_everything(&self, owner: &str) -> Result<()> {
+        let mut all = self.inner.snapshots.list().map_err(|source| Error::Layer {
+            digest: "(store)".into(),
+            source,
+        })?;
+        all.extend(self.inner.content.list()?);
+        self.hold_chains(owner, all);
+        Ok(())
+    }
+
+    /// The image records in quarantine (unreadable when Berth started).
+    pub fn quarantined(&self) -> Result<Vec<berth_store::Quarantined>> {
+        Ok(self.inner.records.quarantined()?)
     }
 
     /// Lets the snapshots `owner` held be collected once no image needs them.

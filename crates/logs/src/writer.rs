@@ -69,11 +69,12 @@ impl LogWriter {
         Ok(())
     }
 
-    /// At the end of a stream: what is left without a line ending becomes
-    /// a full record (as containerd does), so nothing is lost.
+    /// At the end of a stream: what is left without a line ending is
+    /// written as a partial (`P`) record, as containerd does: the line was
+    /// never ended, and a reader joining records sees it unchanged.
     pub fn finish(&mut self, stream: Stream, now: DateTime<Utc>) -> io::Result<()> {
         if !self.pending[stream.index()].is_empty() {
-            self.emit(stream, true, now)?;
+            self.emit(stream, false, now)?;
         }
         Ok(())
     }
@@ -150,7 +151,7 @@ mod tests {
                 "2026-11-18T11:06:40.000000002Z stderr F oops",
                 "2026-11-18T11:06:40.000000003Z stdout F world",
                 "2026-11-18T11:06:40.000000003Z stdout F ",
-                "2026-11-18T11:06:40.000000005Z stdout F no newline",
+                "2026-11-18T11:06:40.000000005Z stdout P no newline",
             ]
         );
     }

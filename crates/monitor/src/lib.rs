@@ -13,6 +13,7 @@ pub mod client;
 mod handler;
 mod memory;
 mod nsexec;
+pub mod pause;
 mod pod;
 pub mod protocol;
 mod server;

@@ -1,15 +1,16 @@
 //! Setting up the pod before the event loop starts, while the monitor is
 //! still a plain single-threaded process: session, subreaper, the pod's
 //! namespaces, its host name and sysctls, and the pod init that is PID 1 of
-//! the pod's PID namespace.
+//! the pod's PID namespace (see [`crate::pause`]).
 
 use std::fs::File;
+use std::io::Read;
 use std::os::fd::AsFd;
 use std::path::Path;
 
 use nix::sched::{setns, unshare, CloneFlags};
-use nix::sys::signal::{SigSet, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag};
+use nix::sys::signal::Signal;
+use nix::sys::wait::waitpid;
 use nix::unistd::{sethostname, ForkResult, Pid};
 
 use crate::protocol::PodSpec;
@@ -85,31 +86,26 @@ mod userns {
     use nix::sched::{unshare, CloneFlags};
     use nix::unistd::{sethostname, ForkResult, Gid, Pid, Uid};
 
-    use super::{fork, nix_io, step, write_sysctl, SetupError};
+    use super::{fork, nix_io, pipe, step, write_sysctl, SetupError};
     use crate::protocol::{IdMaps, PodSpec};
-
-    fn pipe() -> Result<(File, File), SetupError> {
-        let (r, w) = step(
-            "pipe",
-            rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(std::io::Error::from),
-        )?;
-        Ok((File::from(r), File::from(w)))
-    }
 
     pub fn pod_init(spec: &PodSpec, maps: &IdMaps) -> Result<Pid, SetupError> {
         let (mut unshared_r, unshared_w) = pipe()?;
         let (mapped_r, mut mapped_w) = pipe()?;
         let (mut result_r, result_w) = pipe()?;
+        let (mut status_r, status_w) = pipe()?;
         let child = step("forking the pod init", fork::fork().map_err(nix_io))?;
         let ForkResult::Parent { child } = child else {
             drop(unshared_r);
             drop(mapped_w);
             drop(result_r);
-            intermediate(spec, unshared_w, mapped_r, result_w)
+            drop(status_r);
+            intermediate(spec, unshared_w, mapped_r, result_w, status_w)
         };
         drop(unshared_w);
         drop(mapped_r);
         drop(result_w);
+        drop(status_w);
         let mut b = [0u8; 1];
         let outcome = (|| {
             step(
@@ -138,7 +134,9 @@ mod userns {
         })();
         drop(mapped_w);
         let _ = nix::sys::wait::waitpid(child, None);
-        outcome
+        let init = outcome?;
+        super::confined(init, &mut status_r)?;
+        Ok(init)
     }
 
     fn report(mut to: File, text: &str) -> ! {
@@ -149,7 +147,13 @@ mod userns {
     /// The forked child: enters a new user namespace, waits for its maps,
     /// becomes root in it, creates the pod's namespaces and forks the pod
     /// init into the new PID namespace.
-    fn intermediate(spec: &PodSpec, mut unshared: File, mut mapped: File, result: File) -> ! {
+    fn intermediate(
+        spec: &PodSpec,
+        mut unshared: File,
+        mut mapped: File,
+        result: File,
+        status: File,
+    ) -> ! {
         if let Err(e) = unshare(CloneFlags::CLONE_NEWUSER) {
             report(result, &format!("creating the user namespace: {e}"));
         }
@@ -164,10 +168,6 @@ mod userns {
             nix::unistd::setresgid(g, g, g).map_err(|e| format!("becoming gid 0: {e}"))?;
             let u = Uid::from_raw(0);
             nix::unistd::setresuid(u, u, u).map_err(|e| format!("becoming uid 0: {e}"))?;
-            // Changing ids made the process non-dumpable, which makes its
-            // /proc/PID/ns/* unreachable for the containers that join them
-            // from inside the user namespace.
-            nix::sys::prctl::set_dumpable(true).map_err(|e| format!("PR_SET_DUMPABLE: {e}"))?;
             let mut flags = CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWPID;
             if spec.new_ipc {
                 flags |= CloneFlags::CLONE_NEWIPC;
@@ -190,9 +190,16 @@ mod userns {
         match fork::fork() {
             Ok(ForkResult::Child) => {
                 drop(result);
-                super::run_pod_init_orphaned()
+                // Executed in the user namespace, the pod init's memory
+                // belongs to it: root of the pod's user namespace (the
+                // runtimes joining its namespaces) may open its
+                // /proc/PID/ns/* although it is not dumpable.
+                crate::pause::exec(status.into(), false)
             }
-            Ok(ForkResult::Parent { child }) => report(result, &format!("pid {child}")),
+            Ok(ForkResult::Parent { child }) => {
+                drop(status);
+                report(result, &format!("pid {child}"))
+            }
             Err(e) => report(result, &format!("forking the pod init: {e}")),
         }
     }
@@ -213,68 +220,73 @@ fn write_sysctl(key: &str, value: &str) -> std::io::Result<()> {
 /// its own one for later children.
 fn pod_init() -> Result<Pid, SetupError> {
     let own = step("opening /proc/self/ns/pid", File::open("/proc/self/ns/pid"))?;
+    let (mut status_r, status_w) = pipe()?;
     step(
         "creating the pod PID namespace",
         unshare(CloneFlags::CLONE_NEWPID).map_err(nix_io),
     )?;
     let child = step("forking the pod init", fork::fork().map_err(nix_io))?;
     match child {
-        ForkResult::Child => run_pod_init(),
+        ForkResult::Child => {
+            drop(status_r);
+            crate::pause::exec(status_w.into(), true)
+        }
         ForkResult::Parent { child } => {
+            drop(status_w);
             step(
                 "returning to the monitor's PID namespace",
                 setns(own.as_fd(), CloneFlags::CLONE_NEWPID).map_err(nix_io),
             )?;
+            confined(child, &mut status_r)?;
             Ok(child)
         }
     }
 }
 
-/// PID 1 of the pod: reaps orphans, exits on SIGTERM or SIGINT, dies with
-/// the monitor. It never returns.
-fn run_pod_init() -> ! {
-    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
-    run_pod_init_orphaned()
-}
-
-/// The pod init of a user-namespaced pod: its parent (the intermediate
-/// child) exits at once, so it cannot die with the monitor; the monitor
-/// kills it on shutdown.
-fn run_pod_init_orphaned() -> ! {
-    let _ = nix::sys::prctl::set_name(c"berth-pod-init");
-    if let Ok(null) = File::options().read(true).write(true).open("/dev/null") {
-        // 0, 1 and 2 become /dev/null; everything else is closed below.
-        let _ = redirect_stdio(&null);
+/// Waits for the pod init's word that it is confined, then traces it: no
+/// one else can attach to it, and it dies with the monitor.
+fn confined(init: Pid, status: &mut File) -> Result<(), SetupError> {
+    let mut answer = String::new();
+    let _ = status.read_to_string(&mut answer);
+    if answer != "ok" {
+        let _ = nix::sys::signal::kill(init, Signal::SIGKILL);
+        let _ = waitpid(init, None);
+        let why = if answer.is_empty() {
+            "it exited without a word".to_string()
+        } else {
+            answer
+        };
+        return Err(SetupError {
+            what: "confining the pod init".into(),
+            source: std::io::Error::other(why),
+        });
     }
-    close_from(3);
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGCHLD);
-    set.add(Signal::SIGTERM);
-    set.add(Signal::SIGINT);
-    let _ = set.thread_block();
-    loop {
-        match set.wait() {
-            Ok(Signal::SIGCHLD) => {
-                while let Ok(ws) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                    if ws == nix::sys::wait::WaitStatus::StillAlive {
-                        break;
-                    }
-                }
-            }
-            Ok(_) => std::process::exit(0),
-            Err(_) => {}
-        }
+    use nix::sys::ptrace;
+    if let Err(e) = ptrace::seize(init, ptrace::Options::PTRACE_O_EXITKILL) {
+        // Still confined (no capability, empty root): only ptrace by a
+        // container with CAP_SYS_PTRACE stays possible.
+        eprintln!(
+            "berth monitor: cannot trace the pod init {init} ({e}); \
+             containers with CAP_SYS_PTRACE can attach to it"
+        );
     }
-}
-
-fn redirect_stdio(null: &File) -> std::io::Result<()> {
-    rustix::stdio::dup2_stdin(null)?;
-    rustix::stdio::dup2_stdout(null)?;
-    rustix::stdio::dup2_stderr(null)?;
     Ok(())
 }
 
-fn close_from(first: u32) {
+fn pipe() -> Result<(File, File), SetupError> {
+    let (r, w) = step(
+        "pipe",
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(std::io::Error::from),
+    )?;
+    Ok((File::from(r), File::from(w)))
+}
+
+/// Leaves a forked child (or the pod init) at once, without destructors.
+pub(crate) fn exit_now(code: i32) -> ! {
+    fork::exit(code)
+}
+
+pub(crate) fn close_from(first: u32) {
     fork::close_range(first);
 }
 

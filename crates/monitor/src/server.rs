@@ -33,6 +33,8 @@ const MAX_EXEC_OUTPUT: usize = 16 << 20;
 /// How long output may keep flowing after a process exited (a background
 /// child may hold the pipe open for ever).
 const DRAIN: Duration = Duration::from_secs(2);
+/// The exit code of a container that could not be started (containerd's).
+const START_ERROR_EXIT_CODE: i32 = 128;
 /// How long a SIGKILLed process may take to be reaped.
 const KILL_WAIT: Duration = Duration::from_secs(30);
 
@@ -46,6 +48,13 @@ struct Container {
     memory_cgroup: Option<PathBuf>,
     ooms_before: u64,
     bundle: PathBuf,
+    /// Why the runtime could not create it. As with containerd, which runs
+    /// the OCI runtime only in StartContainer, the failure is StartContainer's:
+    /// it then exits with 128, reason `StartError` (the kubelet backs off).
+    start_error: Option<String>,
+    /// The OCI runtime holds state for it (its create succeeded): delete
+    /// must go through the runtime.
+    in_runtime: bool,
 }
 
 enum Owner {
@@ -270,11 +279,13 @@ fn create(
             let said = [drain_now(&err_r), drain_now(&out_r)].concat();
             let said = String::from_utf8_lossy(&said);
             let detail = said.trim();
-            return if detail.is_empty() {
-                fail(ErrorKind::Internal, e.to_string())
+            let why = if detail.is_empty() {
+                e.to_string()
             } else {
-                fail(ErrorKind::Internal, format!("{e}: {detail}"))
+                format!("{e}: {detail}")
             };
+            eprintln!("berth monitor: creating {id} failed, reported by StartContainer: {why}");
+            return created_without_process(mon, id, bundle, why);
         }
     };
     if let Some(adj) = oom_score_adj {
@@ -290,33 +301,64 @@ fn create(
             Err(e) => eprintln!("berth monitor: output pipe of {id}: {e}"),
         }
     }
-    let state = State {
-        id: id.clone(),
-        status: Status::Created,
-        pid: Some(pid),
-        created_at: now_ns(),
-        started_at: 0,
-        finished_at: 0,
-        exit_code: 0,
-        reason: String::new(),
-        message: String::new(),
-    };
+    let state = created_state(&id, Some(pid));
     let (exited, _) = watch::channel(false);
-    let mut m = mon.borrow_mut();
-    persist(&m.dir, &state);
-    m.owners.insert(pid, Owner::Init(id.clone()));
-    m.containers.insert(
-        id,
+    mon.borrow_mut().owners.insert(pid, Owner::Init(id.clone()));
+    register(
+        mon,
         Container {
-            state: state.clone(),
+            state,
             log,
             pumps,
             exited,
             memory_cgroup,
             ooms_before,
             bundle: bundle.to_path_buf(),
+            start_error: None,
+            in_runtime: true,
         },
-    );
+    )
+}
+
+/// A container the runtime could not create: known, CREATED, without a
+/// process, until StartContainer reports `why`.
+fn created_without_process(mon: &Shared, id: String, bundle: &Path, why: String) -> Reply {
+    register(
+        mon,
+        Container {
+            state: created_state(&id, None),
+            log: None,
+            pumps: Vec::new(),
+            exited: watch::channel(true).0,
+            memory_cgroup: None,
+            ooms_before: 0,
+            bundle: bundle.to_path_buf(),
+            start_error: Some(why),
+            in_runtime: false,
+        },
+    )
+}
+
+fn created_state(id: &str, pid: Option<i32>) -> State {
+    State {
+        id: id.to_string(),
+        status: Status::Created,
+        pid,
+        created_at: now_ns(),
+        started_at: 0,
+        finished_at: 0,
+        exit_code: 0,
+        reason: String::new(),
+        message: String::new(),
+    }
+}
+
+/// Records a new container (its state file first) and answers with its state.
+fn register(mon: &Shared, c: Container) -> Reply {
+    let state = c.state.clone();
+    let mut m = mon.borrow_mut();
+    persist(&m.dir, &state);
+    m.containers.insert(state.id.clone(), c);
     Reply::State(state)
 }
 
@@ -370,6 +412,27 @@ fn start(mon: &Shared, id: &str) -> Reply {
             format!("container {id} is {status:?}, not created"),
         );
     }
+    let start_error = mon
+        .borrow_mut()
+        .containers
+        .get_mut(id)
+        .and_then(|c| c.start_error.take());
+    if let Some(why) = start_error {
+        let mut m = mon.borrow_mut();
+        let dir = m.dir.clone();
+        if let Some(c) = m.containers.get_mut(id) {
+            c.state.status = Status::Exited;
+            c.state.finished_at = now_ns();
+            c.state.exit_code = START_ERROR_EXIT_CODE;
+            c.state.reason = "StartError".into();
+            c.state.message = why.clone();
+            persist(&dir, &c.state);
+        }
+        return fail(
+            ErrorKind::Internal,
+            format!("starting container {id}: {why}"),
+        );
+    }
     let started = mon.borrow().runner.start(id);
     if let Err(e) = started {
         return fail(ErrorKind::Internal, e.to_string());
@@ -395,6 +458,16 @@ fn reap(mon: &Shared) {
             Ok(WaitStatus::Exited(pid, code)) => (pid, code),
             Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, 128 + sig as i32),
             Ok(WaitStatus::StillAlive) | Err(_) => return,
+            // The pod init is traced (see `pause`): a stop is a signal it
+            // did not take with sigwait; let it go on with that signal.
+            Ok(WaitStatus::Stopped(pid, sig)) => {
+                let _ = nix::sys::ptrace::cont(pid, sig);
+                continue;
+            }
+            Ok(WaitStatus::PtraceEvent(pid, _, _)) => {
+                let _ = nix::sys::ptrace::cont(pid, None);
+                continue;
+            }
             Ok(_) => continue,
         };
         let owner = mon.borrow_mut().owners.remove(&pid.as_raw());
@@ -667,9 +740,16 @@ async fn delete(mon: &Shared, id: &str) -> Reply {
     if let Err(r) = kill_now(mon, id).await {
         return r;
     }
-    let deleted = mon.borrow().runner.delete(id);
-    if let Err(e) = deleted {
-        return fail(ErrorKind::Internal, e.to_string());
+    if mon
+        .borrow()
+        .containers
+        .get(id)
+        .is_some_and(|c| c.in_runtime)
+    {
+        let deleted = mon.borrow().runner.delete(id);
+        if let Err(e) = deleted {
+            return fail(ErrorKind::Internal, e.to_string());
+        }
     }
     let mut m = mon.borrow_mut();
     if let Some(c) = m.containers.remove(id) {
@@ -687,6 +767,14 @@ async fn shutdown(mon: &Shared) -> Reply {
     for id in &ids {
         if let Err(Reply::Error { message, .. }) = kill_now(mon, id).await {
             errors.push(message);
+        }
+        if !mon
+            .borrow()
+            .containers
+            .get(id)
+            .is_some_and(|c| c.in_runtime)
+        {
+            continue;
         }
         let deleted = mon.borrow().runner.delete(id);
         if let Err(e) = deleted {

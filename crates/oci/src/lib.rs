@@ -20,11 +20,13 @@ mod devices;
 mod error;
 mod host;
 mod mounts;
+pub mod resources;
 pub mod seccomp;
 pub mod spec;
 pub mod user;
 
 pub use error::{ErrorKind, SpecError};
+pub use resources::CgroupSupport;
 pub use spec::{
     exec_process, generate, validate_userns, Generated, IdMap, Namespace, Namespaces, PodFiles,
     SpecInput, UserNs,

@@ -37,9 +37,9 @@ use berth_cri::runtime::v1::{
 };
 use oci_spec::image::{Config as ImageConfig, ImageConfiguration};
 use oci_spec::runtime::{
-    Capabilities, Capability, Linux, LinuxCapabilities, LinuxCpu, LinuxDevice, LinuxDeviceCgroup,
-    LinuxHugepageLimit, LinuxIdMapping, LinuxIdMappingBuilder, LinuxMemory, LinuxNamespace,
-    LinuxNamespaceType, LinuxResources, Process, Root, Spec, User,
+    Capabilities, Capability, Linux, LinuxCapabilities, LinuxDevice, LinuxDeviceCgroup,
+    LinuxIdMapping, LinuxIdMappingBuilder, LinuxNamespace, LinuxNamespaceType, Process, Root, Spec,
+    User,
 };
 
 use crate::caps;
@@ -47,6 +47,7 @@ use crate::devices;
 use crate::error::SpecError;
 use crate::host::{Host, RealHost};
 use crate::mounts::{self, BindMounter, SystemOptions};
+use crate::resources::{self, CgroupSupport};
 use crate::seccomp;
 use crate::user::{self, GroupsPolicy, Identity, UserRequest};
 
@@ -131,9 +132,9 @@ pub struct SpecInput<'a> {
     /// CAP_SYS_RESOURCE). A lower request is raised to it, silently, as
     /// containerd's `restrict_oom_score_adj` does.
     pub oom_score_adj_min: i32,
-    /// The swap controller exists (`memory.memsw.*` on v1,
-    /// `memory.swap.max` on v2): only then is a swap limit set.
-    pub swap_controller: bool,
+    /// The cgroup controllers the host offers: a limit for one it lacks is
+    /// left out (and reported in [`Generated::left_out`]), as containerd does.
+    pub cgroup: CgroupSupport,
     /// The runtime handler supports recursive read-only (`rro`) mounts.
     pub recursive_read_only: bool,
 }
@@ -147,6 +148,9 @@ pub struct Generated {
     /// The image's `StopSignal`, if any (the CRI's `stop_signal` is the
     /// caller's to prefer).
     pub stop_signal: Option<String>,
+    /// Limits the host's cgroups cannot apply, left out of the spec: one
+    /// description each, for the caller to log.
+    pub left_out: Vec<String>,
 }
 
 /// `PATH` when the image gives none.
@@ -228,10 +232,8 @@ pub(crate) fn build(input: &SpecInput<'_>, host: &dyn Host) -> Result<Generated,
     let (linux_devices, device_rules) = devices_of(container, privileged, host)?;
     let namespaces = namespaces_of(&input.namespaces, privileged, host);
     let (masked, readonly_paths) = masked_and_readonly(sc, privileged);
-    let mut resources = resources(
-        linux_cfg.and_then(|l| l.resources.as_ref()),
-        input.swap_controller,
-    )?;
+    let (mut resources, left_out) =
+        resources::resources(linux_cfg.and_then(|l| l.resources.as_ref()), &input.cgroup)?;
     resources.set_devices(Some(device_rules));
 
     let mut linux = Linux::default();
@@ -277,6 +279,7 @@ pub(crate) fn build(input: &SpecInput<'_>, host: &dyn Host) -> Result<Generated,
         spec,
         identity,
         stop_signal: image.and_then(|c| c.stop_signal().clone()),
+        left_out,
     })
 }
 
@@ -789,91 +792,6 @@ fn devices_of(
     Ok((nodes, rules))
 }
 
-fn non_negative(field: &str, v: i64) -> Result<u64, SpecError> {
-    u64::try_from(v).map_err(|_| SpecError::invalid(field, format!("{v} is negative")))
-}
-
-/// cgroup limits from the CRI resources (devices are added by the caller).
-fn resources(
-    r: Option<&LinuxContainerResources>,
-    swap_controller: bool,
-) -> Result<LinuxResources, SpecError> {
-    let mut out = LinuxResources::default();
-    let Some(r) = r else { return Ok(out) };
-
-    let mut cpu = LinuxCpu::default();
-    if r.cpu_period != 0 {
-        cpu.set_period(Some(non_negative("cpu_period", r.cpu_period)?));
-    }
-    if r.cpu_quota != 0 {
-        cpu.set_quota(Some(r.cpu_quota));
-    }
-    if r.cpu_shares != 0 {
-        cpu.set_shares(Some(non_negative("cpu_shares", r.cpu_shares)?));
-    }
-    if !r.cpuset_cpus.is_empty() {
-        cpu.set_cpus(Some(r.cpuset_cpus.clone()));
-    }
-    if !r.cpuset_mems.is_empty() {
-        cpu.set_mems(Some(r.cpuset_mems.clone()));
-    }
-    if cpu != LinuxCpu::default() {
-        out.set_cpu(Some(cpu));
-    }
-
-    if r.memory_limit_in_bytes < 0 {
-        return Err(SpecError::invalid(
-            "memory_limit_in_bytes",
-            format!("{} is negative", r.memory_limit_in_bytes),
-        ));
-    }
-    if r.memory_limit_in_bytes > 0 {
-        let limit = r.memory_limit_in_bytes;
-        let mut memory = LinuxMemory::default();
-        memory.set_limit(Some(limit));
-        // OCI's swap is memory + swap (cgroup v1's memsw; runtimes subtract
-        // the limit for v2's memory.swap.max): equal to the limit means no
-        // swap. Only set where the controller exists, or the write fails.
-        if swap_controller {
-            let swap = match r.memory_swap_limit_in_bytes {
-                0 => limit,
-                -1 => -1,
-                s if s < limit => {
-                    return Err(SpecError::invalid(
-                        "memory_swap_limit_in_bytes",
-                        format!(
-                            "{s} is below memory_limit_in_bytes {limit} (it counts memory + swap)"
-                        ),
-                    ))
-                }
-                s => s,
-            };
-            memory.set_swap(Some(swap));
-        }
-        out.set_memory(Some(memory));
-    }
-
-    if !r.hugepage_limits.is_empty() {
-        let limits = r
-            .hugepage_limits
-            .iter()
-            .map(|h| {
-                let limit = i64::try_from(h.limit).map_err(|_| {
-                    SpecError::invalid("hugepage limit", format!("{} is too large", h.limit))
-                })?;
-                let mut l = LinuxHugepageLimit::default();
-                l.set_page_size(h.page_size.clone()).set_limit(limit);
-                Ok(l)
-            })
-            .collect::<Result<Vec<_>, SpecError>>()?;
-        out.set_hugepage_limits(Some(limits));
-    }
-    if !r.unified.is_empty() {
-        out.set_unified(Some(r.unified.clone()));
-    }
-    Ok(out)
-}
-
 fn namespace(typ: LinuxNamespaceType, ns: &Namespace) -> LinuxNamespace {
     let mut n = LinuxNamespace::default();
     n.set_typ(typ).set_path(match ns {
@@ -1022,7 +940,7 @@ mod tests {
                     cgroups_path: PathBuf::from("/berth/c"),
                     grantable: &self.grantable,
                     oom_score_adj_min: 0,
-                    swap_controller: false,
+                    cgroup: CgroupSupport::everything(false, &[]),
                     recursive_read_only: false,
                 },
                 host,

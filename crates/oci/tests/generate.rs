@@ -33,7 +33,7 @@ struct Fixture {
     namespaces: Namespaces,
     pod_files: PodFiles,
     oom_score_adj_min: i32,
-    swap_controller: bool,
+    cgroup: berth_oci::CgroupSupport,
     recursive_read_only: bool,
 }
 
@@ -110,7 +110,7 @@ impl Fixture {
             },
             pod_files: PodFiles::default(),
             oom_score_adj_min: 0,
-            swap_controller: true,
+            cgroup: berth_oci::CgroupSupport::everything(true, &["2MB"]),
             recursive_read_only: true,
         }
     }
@@ -126,7 +126,7 @@ impl Fixture {
             cgroups_path: PathBuf::from("/kubepods/pod1/ctr1"),
             grantable: &self.grantable,
             oom_score_adj_min: self.oom_score_adj_min,
-            swap_controller: self.swap_controller,
+            cgroup: self.cgroup.clone(),
             recursive_read_only: self.recursive_read_only,
         }
     }
@@ -1604,11 +1604,11 @@ fn resources() {
     f.resources().memory_swap_limit_in_bytes = -1;
     assert_eq!(mem(&f).swap(), Some(-1));
     // No swap controller: no swap limit at all.
-    f.swap_controller = false;
+    f.cgroup.swap = false;
     assert_eq!(mem(&f).swap(), None);
     assert_eq!(mem(&f).limit(), Some(15 << 20));
 
-    f.swap_controller = true;
+    f.cgroup.swap = true;
     f.resources().memory_swap_limit_in_bytes = 1 << 20;
     let (k, msg) = kind(f.generate());
     assert_eq!(k, ErrorKind::InvalidArgument);

@@ -2,9 +2,11 @@
 //! resource updates (UpdateContainerResources). The OCI runtime creates and
 //! removes each container's cgroup; this module only reads and writes it.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use berth_cri::runtime::v1::LinuxContainerResources;
+use berth_oci::CgroupSupport;
 
 use crate::error::{Error, Result};
 
@@ -51,6 +53,81 @@ impl Layout {
     }
 }
 
+/// The v1 controllers the kernel knows (a v1 mount's super options also
+/// hold flags such as `clone_children` and `name=systemd`).
+const V1_CONTROLLERS: [&str; 14] = [
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "memory",
+    "devices",
+    "freezer",
+    "net_cls",
+    "blkio",
+    "perf_event",
+    "net_prio",
+    "hugetlb",
+    "pids",
+    "rdma",
+    "misc",
+];
+
+/// What this host's cgroups offer containers, read once at start.
+pub fn support(layout: Layout) -> CgroupSupport {
+    let controllers = match layout {
+        Layout::V1 => std::fs::read_to_string("/proc/self/mountinfo")
+            .map(|m| v1_controllers(&m))
+            .unwrap_or_default(),
+        Layout::V2 => std::fs::read_to_string(Path::new(ROOT).join("cgroup.controllers"))
+            .map(|s| s.split_whitespace().map(String::from).collect())
+            .unwrap_or_default(),
+    };
+    let hugepage_sizes = std::fs::read_dir("/sys/kernel/mm/hugepages")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| {
+                    berth_oci::resources::hugepage_size_name(&e.file_name().to_string_lossy())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let support = CgroupSupport {
+        v2: layout == Layout::V2,
+        swap: controllers.contains("memory") && layout.swap_controller(),
+        controllers,
+        hugepage_sizes,
+    };
+    tracing::info!(
+        cgroup = if support.v2 { "v2" } else { "v1" },
+        controllers = ?support.controllers,
+        swap = support.swap,
+        hugepages = ?support.hugepage_sizes,
+        "container cgroups"
+    );
+    support
+}
+
+/// The controllers of the v1 hierarchies mounted in `mountinfo`.
+fn v1_controllers(mountinfo: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for line in mountinfo.lines() {
+        let Some((_, after)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut fields = after.split_whitespace();
+        if fields.next() != Some("cgroup") {
+            continue;
+        }
+        let super_opts = fields.nth(1).unwrap_or("");
+        for opt in super_opts.split(',') {
+            if V1_CONTROLLERS.contains(&opt) {
+                out.insert(opt.to_string());
+            }
+        }
+    }
+    out
+}
+
 /// The cgroup path of a container: under the pod's parent (kubelet's
 /// `cgroup_parent`), else under Berth's own `/berth`.
 pub fn container_path(parent: &str, id: &str) -> String {
@@ -73,8 +150,17 @@ fn write(dir: &Path, file: &str, value: impl ToString) -> Result<()> {
     })
 }
 
-/// Applies new resources to a running container's cgroup.
-pub fn update(layout: Layout, path: &str, r: &LinuxContainerResources) -> Result<()> {
+/// Applies new resources to a running container's cgroup. Limits of
+/// controllers the host lacks are left out, as at creation; returns what
+/// was left out.
+pub fn update(
+    layout: Layout,
+    support: &CgroupSupport,
+    path: &str,
+    r: &LinuxContainerResources,
+) -> Result<Vec<String>> {
+    let mut left_out = Vec::new();
+    let has = |c: &str| support.controllers.contains(c);
     match layout {
         Layout::V1 => {
             let cpu = layout.dir("cpu", path);
@@ -120,12 +206,19 @@ pub fn update(layout: Layout, path: &str, r: &LinuxContainerResources) -> Result
                 }
             }
             for h in &r.hugepage_limits {
+                if !has("hugetlb") || !support.hugepage_sizes.contains(&h.page_size) {
+                    left_out.push(format!("the {} hugepage limit", h.page_size));
+                    continue;
+                }
                 let dir = layout.dir("hugetlb", path);
                 write(
                     &dir,
                     &format!("hugetlb.{}.limit_in_bytes", h.page_size),
                     h.limit,
                 )?;
+            }
+            if !r.unified.is_empty() {
+                left_out.push("cgroup v2 settings (the host uses cgroup v1)".to_string());
             }
         }
         Layout::V2 => {
@@ -161,6 +254,13 @@ pub fn update(layout: Layout, path: &str, r: &LinuxContainerResources) -> Result
                     write(&dir, "memory.swap.max", swap)?;
                 }
             }
+            for h in &r.hugepage_limits {
+                if !has("hugetlb") || !support.hugepage_sizes.contains(&h.page_size) {
+                    left_out.push(format!("the {} hugepage limit", h.page_size));
+                    continue;
+                }
+                write(&dir, &format!("hugetlb.{}.max", h.page_size), h.limit)?;
+            }
             for (k, v) in &r.unified {
                 if k.contains('/') || k.starts_with('.') {
                     return Err(Error::InvalidArgument(format!(
@@ -171,7 +271,7 @@ pub fn update(layout: Layout, path: &str, r: &LinuxContainerResources) -> Result
             }
         }
     }
-    Ok(())
+    Ok(left_out)
 }
 
 /// SIGKILLs whatever runs in the cgroup `path` and removes its directories
@@ -214,6 +314,26 @@ pub fn kill_and_remove(layout: Layout, path: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn v1_controllers_of_a_hybrid_host() {
+        let mountinfo = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+33 31 0:30 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
+34 31 0:31 / /sys/fs/cgroup/cpuset rw,relatime - cgroup cgroup rw,cpuset,clone_children
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+36 31 0:33 / /sys/fs/cgroup/net_cls,net_prio rw,relatime shared:9 - cgroup cgroup rw,net_cls,net_prio
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+        let c = v1_controllers(mountinfo);
+        let names: Vec<&str> = c.iter().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            ["cpu", "cpuacct", "cpuset", "memory", "net_cls", "net_prio"]
+        );
+    }
 
     #[test]
     fn container_paths() {

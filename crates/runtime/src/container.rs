@@ -141,6 +141,81 @@ fn parse_signal(s: &str) -> Option<Signal> {
     Signal::from_str(&name).ok()
 }
 
+/// The signal StopContainer sends first: the container config's, else the
+/// image's `STOPSIGNAL`, else SIGTERM (containerd's order).
+fn stop_signal(rec: &ContainerRecord) -> Signal {
+    effective_stop_signal(rec.config.stop_signal(), rec.image_stop_signal.as_deref())
+}
+
+fn effective_stop_signal(config: cri::Signal, image: Option<&str>) -> Signal {
+    match config {
+        cri::Signal::RuntimeDefault => image.and_then(parse_signal).unwrap_or(Signal::SIGTERM),
+        s => parse_signal(s.as_str_name()).unwrap_or(Signal::SIGTERM),
+    }
+}
+
+/// A container's `log_path` stays inside its pod's log directory: it is
+/// relative and never climbs (`..`). The monitor writes it as root.
+fn check_log_path(log_path: &str) -> Result<()> {
+    use std::path::Component;
+    let p = Path::new(log_path);
+    let bad = p.is_absolute()
+        || p.components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir));
+    if bad {
+        return Err(Error::InvalidArgument(format!(
+            "log_path {log_path:?} must be a relative path inside the pod's log directory"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod log_path_tests {
+    #[test]
+    fn log_paths_stay_in_the_pod_directory() {
+        for ok in ["", "c/0.log", "c.log", "./c/1.log"] {
+            assert!(super::check_log_path(ok).is_ok(), "{ok}");
+        }
+        for bad in ["/etc/passwd", "../x.log", "c/../../x.log", "c/.."] {
+            assert!(super::check_log_path(bad).is_err(), "{bad}");
+        }
+    }
+}
+
+/// [`stop_signal`] as the CRI names it, for ContainerStatus.
+fn cri_stop_signal(rec: &ContainerRecord) -> cri::Signal {
+    cri::Signal::from_str_name(stop_signal(rec).as_str()).unwrap_or(cri::Signal::Sigterm)
+}
+
+#[cfg(test)]
+mod stop_signal_tests {
+    use super::*;
+
+    #[test]
+    fn config_then_image_then_sigterm() {
+        let eff = |c, i| effective_stop_signal(c, i);
+        assert_eq!(eff(cri::Signal::RuntimeDefault, None), Signal::SIGTERM);
+        assert_eq!(
+            eff(cri::Signal::RuntimeDefault, Some("SIGQUIT")),
+            Signal::SIGQUIT
+        );
+        assert_eq!(
+            eff(cri::Signal::RuntimeDefault, Some("usr1")),
+            Signal::SIGUSR1
+        );
+        assert_eq!(eff(cri::Signal::RuntimeDefault, Some("9")), Signal::SIGKILL);
+        assert_eq!(
+            eff(cri::Signal::RuntimeDefault, Some("bogus")),
+            Signal::SIGTERM
+        );
+        assert_eq!(eff(cri::Signal::Sigint, Some("SIGQUIT")), Signal::SIGINT);
+        let name = |s: Signal| cri::Signal::from_str_name(s.as_str());
+        assert_eq!(name(Signal::SIGQUIT), Some(cri::Signal::Sigquit));
+        assert_eq!(name(Signal::SIGTERM), Some(cri::Signal::Sigterm));
+    }
+}
+
 impl Runtime {
     fn rootfs(&self, id: &str) -> Rootfs {
         Rootfs {
@@ -239,6 +314,7 @@ impl Runtime {
                 "container metadata has no name".into(),
             ));
         }
+        check_log_path(&config.log_path)?;
         let wanted = config
             .image
             .as_ref()
@@ -350,10 +426,17 @@ impl Runtime {
             cgroups_path: PathBuf::from(&rec.cgroups_path),
             grantable: &self.inner.grantable,
             oom_score_adj_min: own_oom_score_adj(),
-            swap_controller: self.inner.layout.swap_controller(),
+            cgroup: self.inner.cgroup.clone(),
             recursive_read_only: true,
         };
         let generated = berth_oci::generate(&input)?;
+        if !generated.left_out.is_empty() {
+            tracing::info!(
+                container = %rec.id,
+                left_out = %generated.left_out.join("; "),
+                "limits this host's cgroups cannot apply are left out"
+            );
+        }
         rec.user = User {
             uid: generated.identity.uid,
             gid: generated.identity.gid,
@@ -471,16 +554,20 @@ impl Runtime {
                     })
                     .collect()
             };
-            if !matches!(pid, Ns::Join(_)) {
+            // The kubelet gives each container a PID namespace of its own
+            // unless the pod shares one: a new one is created inside the
+            // pod's user namespace, so the container's root owns it.
+            if pid == Ns::Host {
                 return Err(Error::InvalidArgument(
-                    "containers of a user-namespaced pod share its PID namespace".into(),
+                    "a container of a user-namespaced pod cannot use the host's PID namespace"
+                        .into(),
                 ));
             }
             return Ok(berth_oci::Namespaces {
                 net: if pod.own_uts { join("net") } else { Ns::Host },
                 ipc: if pod.own_ipc { join("ipc") } else { Ns::Host },
                 uts: if pod.own_uts { join("uts") } else { Ns::Host },
-                pid: join("pid"),
+                pid,
                 user: Some(berth_oci::UserNs {
                     uid_mappings: lines(&maps.uids),
                     gid_mappings: lines(&maps.gids),
@@ -543,14 +630,7 @@ impl Runtime {
         if !pod.monitor_alive() {
             return Ok(());
         }
-        let signal = match rec.config.stop_signal() {
-            cri::Signal::RuntimeDefault => rec
-                .image_stop_signal
-                .as_deref()
-                .and_then(parse_signal)
-                .unwrap_or(Signal::SIGTERM),
-            s => parse_signal(s.as_str_name()).unwrap_or(Signal::SIGTERM),
-        };
+        let signal = stop_signal(&rec);
         let timeout_secs = timeout.max(0) as u64;
         let client = pod.monitor(self);
         let req = Request::Stop {
@@ -736,7 +816,15 @@ impl Runtime {
         let Some(r) = resources else {
             return Ok(());
         };
-        cgroups::update(self.inner.layout, &rec.cgroups_path, &r)?;
+        let left_out =
+            cgroups::update(self.inner.layout, &self.inner.cgroup, &rec.cgroups_path, &r)?;
+        if !left_out.is_empty() {
+            tracing::info!(
+                container = %rec.id,
+                left_out = %left_out.join("; "),
+                "limits this host's cgroups cannot apply are left out"
+            );
+        }
         let mut merged = rec.resources.clone().unwrap_or_default();
         merge_resources(&mut merged, &r);
         rec.resources = Some(merged);
@@ -848,7 +936,7 @@ fn status_of(c: &ContainerRecord, s: &State) -> cri::ContainerStatus {
                 supplemental_groups: c.user.groups.iter().map(|g| *g as i64).collect(),
             }),
         }),
-        stop_signal: c.config.stop_signal,
+        stop_signal: cri_stop_signal(c) as i32,
     }
 }
 
@@ -889,8 +977,12 @@ pub(crate) fn kill_orphans(rt: &Runtime, pod_id: &str) {
 /// filesystems and bundles of containers that were never recorded (the
 /// daemon was killed inside CreateContainer) are released.
 pub(crate) async fn reconcile(rt: &Runtime) {
-    let known: std::collections::HashSet<String> =
+    let mut known: std::collections::HashSet<String> =
         rt.read_index().containers.keys().cloned().collect();
+    // Quarantined records' containers keep their root filesystems and
+    // bundles, and containers of quarantined pods stay.
+    known.extend(rt.quarantined_ids("container"));
+    let quarantined_pods = rt.quarantined_ids("pod");
     for e in std::fs::read_dir(rt.inner.root.join("rootfs"))
         .into_iter()
         .flatten()
@@ -919,6 +1011,7 @@ pub(crate) async fn reconcile(rt: &Runtime) {
         idx.containers
             .values()
             .filter(|c| !idx.pods.contains_key(&c.sandbox_id))
+            .filter(|c| !quarantined_pods.contains(&c.sandbox_id))
             .map(|c| c.id.clone())
             .collect()
     };

@@ -53,6 +53,11 @@ struct Inner {
     index: RwLock<Index>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     layout: cgroups::Layout,
+    /// What the host's cgroups offer containers (read once at start).
+    cgroup: berth_oci::CgroupSupport,
+    /// The node's pod CIDRs from UpdateRuntimeConfig (comma-separated, as
+    /// the kubelet sends them); empty until the kubelet sends one.
+    pod_cidr: std::sync::Mutex<String>,
     grantable: BTreeSet<&'static str>,
     /// The last CPU sample of each container (time, cumulative ns), for
     /// `usage_nano_cores`.
@@ -108,6 +113,7 @@ impl Runtime {
         if let Err(e) = cni.reload() {
             tracing::warn!(error = %e, "no usable CNI network yet; pods without host networking will fail until there is one");
         }
+        let layout = cgroups::Layout::detect();
         let rt = Runtime {
             inner: Arc::new(Inner {
                 config: config.clone(),
@@ -119,7 +125,9 @@ impl Runtime {
                 container_records,
                 index: RwLock::default(),
                 locks: Mutex::default(),
-                layout: cgroups::Layout::detect(),
+                layout,
+                cgroup: cgroups::support(layout),
+                pod_cidr: std::sync::Mutex::default(),
                 grantable: berth_oci::caps::grantable(),
                 cpu_samples: Mutex::default(),
             }),
@@ -130,12 +138,28 @@ impl Runtime {
 
     async fn restore(&self) -> Result<()> {
         let (pods, bad) = self.inner.pod_records.load_all::<SandboxRecord>()?;
-        for e in bad {
-            tracing::warn!(error = %e, "skipping unreadable pod record");
-        }
+        self.quarantine("pod", &self.inner.pod_records, bad)?;
         let (containers, bad) = self.inner.container_records.load_all::<ContainerRecord>()?;
-        for e in bad {
-            tracing::warn!(error = %e, "skipping unreadable container record");
+        self.quarantine("container", &self.inner.container_records, bad)?;
+        let quarantined: Vec<QuarantinedRecord> = self
+            .quarantined()
+            .into_iter()
+            .filter(|q| q.kind != "image")
+            .collect();
+        if !quarantined.is_empty() {
+            for q in &quarantined {
+                tracing::warn!(
+                    kind = q.kind,
+                    id = %q.record.key,
+                    record = %q.record.path.display(),
+                    reason = %q.record.reason,
+                    "record in quarantine: what it describes (processes, mounts, network, \
+                     layers) is left alone"
+                );
+            }
+            self.inner
+                .images
+                .hold_everything("quarantined pod and container records")?;
         }
         {
             let mut idx = self.index();
@@ -144,7 +168,9 @@ impl Runtime {
                 idx.pods.insert(p.id.clone(), p);
             }
             for (_, c) in containers {
-                if !idx.pods.contains_key(&c.sandbox_id) {
+                if !idx.pods.contains_key(&c.sandbox_id)
+                    && !quarantined.iter().any(|q| q.record.key == c.sandbox_id)
+                {
                     tracing::warn!(container = %c.id, pod = %c.sandbox_id, "container of a pod that no longer exists; it will be removed");
                 }
                 self.inner.images.hold_chains(&c.id, c.chains.clone());
@@ -212,6 +238,96 @@ impl Runtime {
             .reload()
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+
+    /// Moves unreadable records aside (see [`berth_store::RecordDir::quarantine`]).
+    fn quarantine(
+        &self,
+        kind: &'static str,
+        dir: &RecordDir,
+        bad: Vec<berth_store::Unreadable>,
+    ) -> Result<()> {
+        for u in bad {
+            let q = dir.quarantine(&u.key, &u.error.to_string())?;
+            tracing::error!(
+                kind,
+                id = %u.key,
+                error = %u.error,
+                moved_to = %q.path.display(),
+                "unreadable record quarantined"
+            );
+        }
+        Ok(())
+    }
+
+    /// Pod, container and image records in quarantine: unreadable when
+    /// Berth started (corrupt, or written by a newer Berth). Their objects
+    /// are never touched, and no image layer present at start is collected.
+    pub fn quarantined(&self) -> Vec<QuarantinedRecord> {
+        let list = |kind: &'static str, dir: &RecordDir| {
+            dir.quarantined()
+                .unwrap_or_else(|e| {
+                    tracing::warn!(kind, error = %e, "listing quarantined records");
+                    Vec::new()
+                })
+                .into_iter()
+                .map(move |record| QuarantinedRecord { kind, record })
+        };
+        let images = self.inner.images.quarantined().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "listing quarantined image records");
+            Vec::new()
+        });
+        list("pod", &self.inner.pod_records)
+            .chain(list("container", &self.inner.container_records))
+            .chain(images.into_iter().map(|record| QuarantinedRecord {
+                kind: "image",
+                record,
+            }))
+            .collect()
+    }
+
+    /// The ids of quarantined records of `kind` (`pod`, `container`).
+    fn quarantined_ids(&self, kind: &str) -> std::collections::HashSet<String> {
+        self.quarantined()
+            .into_iter()
+            .filter(|q| q.kind == kind)
+            .map(|q| q.record.key)
+            .collect()
+    }
+
+    /// UpdateRuntimeConfig: the node's pod CIDRs (`10.244.1.0/24`, or
+    /// dual-stack `10.244.1.0/24,fd00:1::/64`). The CNI configuration in
+    /// use already names its ranges, so, like containerd without a CNI
+    /// config template, Berth keeps the value (verbose Status reports it)
+    /// and changes no network. An empty value is ignored.
+    pub fn set_pod_cidr(&self, cidr: &str) -> Result<()> {
+        let cidr = cidr.trim();
+        if cidr.is_empty() {
+            return Ok(());
+        }
+        for part in cidr.split(',') {
+            parse_cidr(part.trim())
+                .map_err(|why| Error::InvalidArgument(format!("pod CIDR {part:?}: {why}")))?;
+        }
+        let mut current = self
+            .inner
+            .pod_cidr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if *current != cidr {
+            tracing::info!(pod_cidr = cidr, "pod CIDR from UpdateRuntimeConfig");
+            *current = cidr.to_string();
+        }
+        Ok(())
+    }
+
+    /// The pod CIDRs of the last UpdateRuntimeConfig (empty if none).
+    pub fn pod_cidr(&self) -> String {
+        self.inner
+            .pod_cidr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The handlers Status advertises: the default one and each configured
@@ -352,5 +468,44 @@ mod tests {
         assert_eq!(id.len(), 64);
         assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_ne!(id, new_id());
+    }
+}
+
+/// A pod or container record in quarantine.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QuarantinedRecord {
+    pub kind: &'static str,
+    #[serde(flatten)]
+    pub record: berth_store::Quarantined,
+}
+
+/// Checks an `address/prefix` network: a valid IPv4 or IPv6 address and a
+/// prefix length that fits it.
+fn parse_cidr(s: &str) -> std::result::Result<(std::net::IpAddr, u8), String> {
+    let (addr, prefix) = s.split_once('/').ok_or("not in address/prefix form")?;
+    let addr: std::net::IpAddr = addr.parse().map_err(|e| format!("{e}"))?;
+    let prefix: u8 = prefix
+        .parse()
+        .map_err(|_| format!("prefix length {prefix:?} is not a number"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    if prefix > max {
+        return Err(format!("prefix length {prefix} is over {max}"));
+    }
+    Ok((addr, prefix))
+}
+
+#[cfg(test)]
+mod cidr_tests {
+    use super::parse_cidr;
+
+    #[test]
+    fn cidrs() {
+        assert!(parse_cidr("10.244.1.0/24").is_ok());
+        assert!(parse_cidr("fd00:1::/64").is_ok());
+        assert!(parse_cidr("10.244.1.0").is_err());
+        assert!(parse_cidr("10.244.1.0/33").is_err());
+        assert!(parse_cidr("fd00::/129").is_err());
+        assert!(parse_cidr("banana/8").is_err());
+        assert!(parse_cidr("10.0.0.0/x").is_err());
     }
 }

@@ -7,7 +7,8 @@
 //! containers. Everything a failed or removed pod had is released, in the
 //! reverse order, by the same idempotent steps.
 
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -259,6 +260,19 @@ impl Runtime {
         });
         let runner = self.handler(&handler)?;
         let host_net = ns.network() == cri::NamespaceMode::Node;
+        if host_net && !config.hostname.is_empty() {
+            // The pod shares the node's UTS namespace: its host name is the
+            // node's. containerd (through runc) refuses this too.
+            let node = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            if config.hostname != node.trim() {
+                return Err(Error::InvalidArgument(format!(
+                    "host name {:?} cannot be set on a host-network pod: it shares the node's \
+                     UTS namespace (host name {:?})",
+                    config.hostname,
+                    node.trim()
+                )));
+            }
+        }
         let own_ipc = ns.ipc() != cri::NamespaceMode::Node;
         let sysctls: std::collections::BTreeMap<String, String> = config
             .linux
@@ -446,15 +460,17 @@ impl Runtime {
         };
         let ((), torn_down) = tokio::join!(shutdown, teardown);
         // Containers whose monitor is gone are killed through their cgroups,
-        // and a pod init that outlived it (user-namespaced pods' cannot die
-        // with the monitor) by pid, once it is sure to be this pod's.
+        // and a pod init that outlived it (it dies with its tracing monitor,
+        // unless tracing failed) by pid, once it is sure to be this pod's:
+        // named so and in the pod's network namespace.
         crate::container::kill_orphans(self, &rec.id);
-        if let Some(init) = rec.pod_init {
-            let cmdline = std::fs::read(format!("/proc/{init}/cmdline")).unwrap_or_default();
+        if let (Some(init), Some(net)) = (rec.pod_init, &network) {
             let comm = std::fs::read_to_string(format!("/proc/{init}/comm")).unwrap_or_default();
-            let dir = rec.pod_dir(self);
-            if comm.trim() == "berth-pod-init"
-                && String::from_utf8_lossy(&cmdline).contains(&*dir.to_string_lossy())
+            let ino = |p: &Path| std::fs::metadata(p).ok().map(|m| m.ino());
+            let pinned = ino(&net.netns);
+            if comm.trim() == "berth-pause"
+                && pinned.is_some()
+                && ino(Path::new(&format!("/proc/{init}/ns/net"))) == pinned
             {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(init),
@@ -699,7 +715,10 @@ pub(crate) async fn reconcile(rt: &Runtime) {
 /// network torn down by the pod's id (CNI plugins key their state on it),
 /// the namespace and the shm tmpfs unmounted, the directory removed.
 async fn remove_unrecorded_pods(rt: &Runtime) {
-    let known: std::collections::HashSet<String> = rt.read_index().pods.keys().cloned().collect();
+    let mut known: std::collections::HashSet<String> =
+        rt.read_index().pods.keys().cloned().collect();
+    // A pod whose record is quarantined is not a leftover: it is left alone.
+    known.extend(rt.quarantined_ids("pod"));
     let dirs = [rt.inner.state.join("pods"), rt.inner.state.join("netns")];
     let mut ids = std::collections::BTreeSet::new();
     for d in &dirs {

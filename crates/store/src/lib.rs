@@ -56,9 +56,31 @@ struct Envelope<T> {
     record: T,
 }
 
-/// What [`RecordDir::load_all`] found: good records by key, and the errors
-/// of the ones that could not be read.
-pub type Loaded<T> = (Vec<(String, T)>, Vec<Error>);
+/// A record [`RecordDir::load_all`] could not read.
+#[derive(Debug)]
+pub struct Unreadable {
+    pub key: String,
+    pub error: Error,
+}
+
+/// What [`RecordDir::load_all`] found: good records by key, and the ones
+/// that could not be read.
+pub type Loaded<T> = (Vec<(String, T)>, Vec<Unreadable>);
+
+/// A record moved aside by [`RecordDir::quarantine`]: kept as it was, never
+/// read again, until a person looks at it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quarantined {
+    /// The record's key (the id of the object it described).
+    pub key: String,
+    /// Where the record is now.
+    pub path: PathBuf,
+    /// Why it could not be read.
+    pub reason: String,
+}
+
+/// The directory, inside a record directory, of quarantined records.
+const QUARANTINE: &str = "quarantine";
 
 /// A directory of records of one type, keyed by a file-name-safe key.
 #[derive(Debug, Clone)]
@@ -153,16 +175,78 @@ impl RecordDir {
                 continue;
             }
             let path = self.dir.join(&name);
+            let unreadable = |error| Unreadable {
+                key: key.to_string(),
+                error,
+            };
             match fs::read(&path) {
                 Ok(data) => match decode(&path, &data) {
                     Ok(r) => good.push((key.to_string(), r)),
-                    Err(e) => bad.push(e),
+                    Err(e) => bad.push(unreadable(e)),
                 },
-                Err(e) => bad.push(io("read", &path)(e)),
+                Err(e) => bad.push(unreadable(io("read", &path)(e))),
             }
         }
         Ok((good, bad))
     }
+
+    /// Moves the record under `key` aside, into `quarantine/` of this
+    /// directory, with `reason` beside it. Nothing is deleted: a newer
+    /// Berth, or a person, can still read it.
+    pub fn quarantine(&self, key: &str, reason: &str) -> Result<Quarantined, Error> {
+        let from = self.path(key)?;
+        let qdir = self.dir.join(QUARANTINE);
+        fs::create_dir_all(&qdir).map_err(io("create directory", &qdir))?;
+        let mut to = qdir.join(format!("{key}.json"));
+        if to.exists() {
+            to = qdir.join(format!("{key}.json.{:016x}", rand::random::<u64>()));
+        }
+        fs::rename(&from, &to).map_err(io("rename", &from))?;
+        let why = reason_path(&to);
+        write_atomic(&why, reason.as_bytes())?;
+        sync_dir(&self.dir)?;
+        Ok(Quarantined {
+            key: key.to_string(),
+            path: to,
+            reason: reason.to_string(),
+        })
+    }
+
+    /// Every record in quarantine, oldest name first.
+    pub fn quarantined(&self) -> Result<Vec<Quarantined>, Error> {
+        let qdir = self.dir.join(QUARANTINE);
+        let mut out = Vec::new();
+        let entries = match fs::read_dir(&qdir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(io("read directory", &qdir)(e)),
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.ends_with(".reason") && !n.starts_with('.'))
+            .collect();
+        names.sort();
+        for name in names {
+            let Some((key, _)) = name.rsplit_once(".json") else {
+                continue;
+            };
+            let path = qdir.join(&name);
+            let reason = fs::read_to_string(reason_path(&path)).unwrap_or_default();
+            out.push(Quarantined {
+                key: key.to_string(),
+                path,
+                reason,
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn reason_path(record: &Path) -> PathBuf {
+    let mut name = record.file_name().unwrap_or_default().to_os_string();
+    name.push(".reason");
+    record.with_file_name(name)
 }
 
 fn decode<T: DeserializeOwned>(path: &Path, data: &[u8]) -> Result<T, Error> {
@@ -278,7 +362,47 @@ mod tests {
         assert_eq!(bad.len(), 2);
         assert!(bad
             .iter()
-            .any(|e| matches!(e, Error::Version { found: 99, .. })));
+            .any(|u| u.key == "future" && matches!(u.error, Error::Version { found: 99, .. })));
+        assert!(bad.iter().any(|u| u.key == "bad"));
+    }
+
+    #[test]
+    fn quarantine_keeps_records_aside() {
+        let d = tempfile::tempdir().unwrap();
+        let s = RecordDir::open(d.path()).unwrap();
+        fs::write(d.path().join("bad.json"), b"{not json").unwrap();
+        let (_, bad) = s.load_all::<Rec>().unwrap();
+        let q = s
+            .quarantine(&bad[0].key, &bad[0].error.to_string())
+            .unwrap();
+        assert_eq!(q.key, "bad");
+        assert_eq!(fs::read(&q.path).unwrap(), b"{not json");
+        // Out of the way of later loads, still listed, with its reason.
+        let (good, bad) = s.load_all::<Rec>().unwrap();
+        assert!(good.is_empty() && bad.is_empty());
+        let listed = s.quarantined().unwrap();
+        assert_eq!(listed, vec![q.clone()]);
+        assert!(listed[0].reason.contains("corrupt"), "{}", listed[0].reason);
+        // The same key again keeps both.
+        fs::write(d.path().join("bad.json"), b"{again").unwrap();
+        let q2 = s.quarantine("bad", "again").unwrap();
+        assert_ne!(q2.path, q.path);
+        assert_eq!(s.quarantined().unwrap().len(), 2);
+        assert!(s.quarantined().unwrap().iter().all(|q| q.key == "bad"));
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        // A record written by a newer Berth of the same version, with a
+        // field this one does not know.
+        let d = tempfile::tempdir().unwrap();
+        fs::write(
+            d.path().join("k.json"),
+            br#"{"version":1,"record":{"name":"x","n":1,"added_later":true},"extra":0}"#,
+        )
+        .unwrap();
+        let s = RecordDir::open(d.path()).unwrap();
+        assert_eq!(s.get::<Rec>("k").unwrap().unwrap().n, 1);
     }
 
     #[test]

@@ -353,6 +353,23 @@ fn host_traces_of(dir: &str, daemon_pid: Option<u32>) -> Vec<String> {
         if cmdline.contains(&dir) {
             out.push(format!("process {pid}: {cmdline}"));
         }
+        // A pod init's command line names nothing: it is the daemon's if
+        // it was handed back to the daemon (the subreaper) or its parent
+        // names the directory.
+        if cmdline.starts_with("berth-pause") {
+            let ppid = std::fs::read_to_string(e.path().join("status"))
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("PPid:"))
+                .and_then(|p| p.trim().parse::<u32>().ok());
+            let parent = ppid
+                .and_then(|p| std::fs::read(format!("/proc/{p}/cmdline")).ok())
+                .map(|c| String::from_utf8_lossy(&c).into_owned())
+                .unwrap_or_default();
+            if ppid.is_some() && (ppid == daemon_pid || parent.contains(&dir)) {
+                out.push(format!("pod init {pid} of {ppid:?}"));
+            }
+        }
     }
     out
 }

@@ -63,6 +63,18 @@ impl RuntimeService for Runtime {
         .await
     }
 
+    async fn update_runtime_config(
+        &self,
+        req: Request<cri::UpdateRuntimeConfigRequest>,
+    ) -> Result<Response<cri::UpdateRuntimeConfigResponse>, Status> {
+        call(
+            "UpdateRuntimeConfig",
+            Kind::Mutation,
+            runtime_config::update_runtime_config(self, req.into_inner()),
+        )
+        .await
+    }
+
     async fn run_pod_sandbox(
         &self,
         req: Request<cri::RunPodSandboxRequest>,

@@ -34,6 +34,14 @@ pub(super) async fn status(rt: &Runtime, req: cri::StatusRequest) -> Result<cri:
     let mut info = HashMap::new();
     if req.verbose {
         info.insert("config".to_string(), rt.config_json.clone());
+        info.insert(
+            "quarantinedRecords".to_string(),
+            serde_json::to_string(&rt.rt.quarantined()).unwrap_or_default(),
+        );
+        info.insert(
+            "podCIDR".to_string(),
+            serde_json::Value::String(rt.rt.pod_cidr()).to_string(),
+        );
     }
     let runtime_handlers = rt
         .rt

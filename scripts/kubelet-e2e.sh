@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# Berth under a real kubelet: starts a private Berth daemon (release build)
+# and the lab kubelet of ../shared/kubelet-lab on a manifest directory, waits
+# until every pod is Ready (or a deadline), then reports what the kubelet
+# sees: each pod's phase and containers from its /pods, its failed CRI calls,
+# and what /stats/summary has per pod. Then it deletes one manifest and checks
+# that the pod's preStop hook ran and that nothing of the pod is left in the
+# runtime. With --peer, the same against containerd 2.3.4 (started by
+# ../shared/critest-lab/start-containerd2.sh).
+#
+#   scripts/kubelet-e2e.sh [--peer] [--manifests DIR] [--wait SECONDS] [--keep]
+#
+# Needs (not run by CI: the kubelet is built from a fetched snapshot):
+#   /var/tmp/kubelet-lab/bin/kubelet   ../shared/kubelet-lab/build-kubelet.sh
+#   /var/tmp/critest-lab/bin/crictl    ../shared/critest-lab/build-peers.sh
+#   the lab registry on 127.0.0.1:5000 ../shared/critest-lab/start-registry.sh + make-images.sh
+# --keep leaves the kubelet and the runtime running (stop them with
+# `KDIR=... ../shared/kubelet-lab/run-kubelet.sh stop` and by pid).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+SHARED=${SHARED:-$ROOT/../shared}
+LAB=${LAB:-/var/tmp/critest-lab}
+WORK=${WORK:-/var/tmp/berth-kubelet-e2e}
+MANIFESTS=$ROOT/scripts/kubelet-manifests
+WAIT=120
+PEER=0
+KEEP=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --peer) PEER=1 ;;
+    --manifests) MANIFESTS=$(cd "$2" && pwd); shift ;;
+    --wait) WAIT=$2; shift ;;
+    --keep) KEEP=1 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+say() { printf '[kubelet-e2e %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+export KDIR=$WORK/kubelet
+export CRICTL=${CRICTL:-$LAB/bin/crictl}
+RUN_KUBELET=$SHARED/kubelet-lab/run-kubelet.sh
+[ -x /var/tmp/kubelet-lab/bin/kubelet ] || { say "no kubelet: run $SHARED/kubelet-lab/build-kubelet.sh"; exit 1; }
+[ -x "$CRICTL" ] || { say "no crictl at $CRICTL: run $SHARED/critest-lab/build-peers.sh"; exit 1; }
+curl -fsS http://127.0.0.1:5000/v2/ >/dev/null || { say "no lab registry: run $SHARED/critest-lab/start-registry.sh and make-images.sh"; exit 1; }
+mkdir -p "$WORK/marks"
+rm -f "$WORK"/marks/*
+
+DAEMON_PID=
+start_berth() {
+  cargo build --release --locked --bin berth >/dev/null
+  local d=$WORK/berth
+  mkdir -p "$d/cni"
+  cat > "$d/cni/10-kubelet-e2e.conflist" <<EOF
+{"cniVersion": "1.0.0", "name": "berth-kubelet-e2e", "plugins": [
+  {"type": "bridge", "bridge": "berthk0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.218.0.0/16"}]], "dataDir": "$d/ipam"}},
+  {"type": "portmap", "capabilities": {"portMappings": true}}]}
+EOF
+  local mirror='mirrors = ["http://127.0.0.1:5000"]
+upstream = false'
+  {
+    echo "root = \"$d/root\""
+    echo "state = \"$d/state\""
+    echo "listen = \"unix://$d/berth.sock\""
+    echo "[cni]"
+    echo "conf_dir = \"$d/cni\""
+    for r in docker.io registry.k8s.io k8s.gcr.io gcr.io quay.io public.ecr.aws; do
+      printf '[registry."%s"]\n%s\n' "$r" "$mirror"
+    done
+  } > "$d/config.toml"
+  "$ROOT/target/release/berth" daemon --config "$d/config.toml" > "$d/daemon.log" 2>&1 &
+  DAEMON_PID=$!
+  for _ in $(seq 1 100); do [ -S "$d/berth.sock" ] && break; sleep 0.1; done
+  ENDPOINT=unix://$d/berth.sock
+  say "Berth daemon pid $DAEMON_PID on $ENDPOINT (log $d/daemon.log)"
+}
+
+stop_runtime() {
+  if [ "$PEER" = 1 ]; then
+    bash "$SHARED/critest-lab/start-containerd2.sh" stop >/dev/null 2>&1 || true
+  elif [ -n "$DAEMON_PID" ]; then
+    kill "$DAEMON_PID" 2>/dev/null || true
+    wait "$DAEMON_PID" 2>/dev/null || true
+    ip link del berthk0 2>/dev/null || true
+  fi
+}
+
+if [ "$PEER" = 1 ]; then
+  bash "$SHARED/critest-lab/start-containerd2.sh" >/dev/null
+  ENDPOINT=unix://$LAB/containerd2/run/containerd.sock
+  NAME="containerd 2.3.4"
+else
+  start_berth
+  NAME=Berth
+fi
+
+cleanup() {
+  if [ "$KEEP" = 1 ]; then say "--keep: kubelet and runtime left running"; return; fi
+  bash "$RUN_KUBELET" stop >/dev/null 2>&1 || true
+  stop_runtime
+}
+trap cleanup EXIT
+
+bash "$RUN_KUBELET" stop >/dev/null 2>&1 || true
+rm -f "$KDIR/kubelet.log"
+mkdir -p "$KDIR/manifests"
+rm -f "$KDIR"/manifests/*
+for f in "$MANIFESTS"/*.yaml; do
+  cp "$f" "$KDIR/manifests/.$(basename "$f")"
+  mv "$KDIR/manifests/.$(basename "$f")" "$KDIR/manifests/$(basename "$f")"
+done
+expected=$(cat "$MANIFESTS"/*.yaml | grep -c '^kind: Pod')
+t0=$(date +%s.%N)
+bash "$RUN_KUBELET" "$ENDPOINT"
+
+pods_json() { curl -s -m 5 http://127.0.0.1:10255/pods; }
+# Ready pods, all pods (a pod that must crash is never Ready: it counts as
+# settled once its container has restarted).
+count_ready() {
+  pods_json | python3 -c '
+import json, sys
+items = json.load(sys.stdin).get("items") or []
+ready = 0
+for p in items:
+    conds = {c["type"]: c["status"] for c in p.get("status", {}).get("conditions", [])}
+    statuses = p.get("status", {}).get("containerStatuses") or []
+    crashing = any(s.get("restartCount", 0) > 0 and p["metadata"]["name"] == "crasher" for s in statuses)
+    if conds.get("Ready") == "True" or crashing:
+        ready += 1
+print(ready, len(items))'
+}
+deadline=$(( $(date +%s) + WAIT ))
+while :; do
+  read -r ready total < <(count_ready 2>/dev/null || echo "0 0")
+  if [ "$total" -ge "$expected" ] && [ "$ready" -ge "$expected" ]; then break; fi
+  if [ "$(date +%s)" -ge "$deadline" ]; then say "not all pods settled within ${WAIT}s ($ready of $expected)"; break; fi
+  sleep 1
+done
+say "$NAME: $ready of $expected pods settled after $(python3 -c "import time; print(round(time.time() - $t0, 1))") s"
+
+echo "== pods (kubelet /pods)"
+pods_json | python3 -c '
+import json, sys
+for p in sorted(json.load(sys.stdin).get("items") or [], key=lambda p: p["metadata"]["name"]):
+    st = p.get("status", {})
+    conds = {c["type"]: c["status"] for c in st.get("conditions", [])}
+    print(f"{p[\"metadata\"][\"name\"]:18} phase={st.get(\"phase\")} ready={conds.get(\"Ready\")} ip={st.get(\"podIP\", \"-\")}")
+    for kind in ("initContainerStatuses", "containerStatuses"):
+        for c in st.get(kind) or []:
+            state = c.get("state", {})
+            (k, v), = state.items() if state else (("?", {}),)
+            detail = v.get("reason", "") if isinstance(v, dict) else ""
+            print(f"    {kind[:4]:4} {c[\"name\"]:10} {k:10} {detail:22} restarts={c.get(\"restartCount\", 0)} ready={c.get(\"ready\")}")'
+
+echo "== failed CRI calls in the kubelet log"
+failed=$(grep -E 'rpc error: code = ' "$KDIR/kubelet.log" | grep -vE 'code = NotFound' || true)
+if [ -z "$failed" ]; then echo "none"; else echo "$failed" | sed -E 's/^.*(rpc error: code = [A-Za-z]+ desc = .{0,160}).*$/\1/' | sort | uniq -c | sort -rn | head -20; fi
+
+echo "== /stats/summary"
+curl -s -m 10 http://127.0.0.1:10255/stats/summary | python3 -c '
+import json, sys
+try:
+    s = json.load(sys.stdin)
+except Exception as e:
+    print("unreadable:", e); sys.exit(0)
+for p in sorted(s.get("pods", []), key=lambda p: p["podRef"]["name"]):
+    have = [k for k in ("cpu", "memory", "network", "ephemeral-storage") if p.get(k)]
+    cs = p.get("containers") or []
+    ch = sorted({k for c in cs for k in ("cpu", "memory", "rootfs", "logs") if c.get(k)})
+    print(f"{p[\"podRef\"][\"name\"]:18} pod: {\",\".join(have) or \"-\"}; containers ({len(cs)}): {\",\".join(ch) or \"-\"}")'
+
+if [ -f "$KDIR/manifests/probes-hooks.yaml" ]; then
+  echo "== deleting probes-hooks.yaml (preStop hook, nothing left)"
+  uid=$(pods_json | python3 -c 'import json,sys; print(next((p["metadata"]["uid"] for p in json.load(sys.stdin)["items"] if p["metadata"]["name"]=="probes-hooks"), ""))')
+  rm -f "$KDIR/manifests/probes-hooks.yaml"
+  for _ in $(seq 1 60); do
+    left=$("$CRICTL" -r "$ENDPOINT" pods --label "io.kubernetes.pod.uid=$uid" -q 2>/dev/null | wc -l)
+    [ "$left" = 0 ] && break
+    sleep 1
+  done
+  echo "sandboxes of the pod left in the runtime: $left"
+  echo "preStop marks: $(ls "$WORK/marks" 2>/dev/null | tr '\n' ' ')"
+  [ -n "$(ls "$WORK/marks" 2>/dev/null)" ] && echo "preStop hook ran" || echo "preStop hook did NOT run"
+fi
