@@ -16,6 +16,7 @@
 #   the lab registry on 127.0.0.1:5000 ../shared/critest-lab/start-registry.sh + make-images.sh
 # --keep leaves the kubelet and the runtime running (stop them with
 # `KDIR=... ../shared/kubelet-lab/run-kubelet.sh stop` and by pid).
+# BERTH_BIN=path runs that berth binary instead of building a release one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -50,7 +51,11 @@ rm -f "$WORK"/marks/*
 
 DAEMON_PID=
 start_berth() {
-  cargo build --release --locked --bin berth >/dev/null
+  local bin=${BERTH_BIN:-}
+  if [ -z "$bin" ]; then
+    cargo build --release --locked --bin berth >/dev/null
+    bin=$ROOT/target/release/berth
+  fi
   local d=$WORK/berth
   mkdir -p "$d/cni"
   cat > "$d/cni/10-kubelet-e2e.conflist" <<EOF
@@ -71,7 +76,8 @@ upstream = false'
       printf '[registry."%s"]\n%s\n' "$r" "$mirror"
     done
   } > "$d/config.toml"
-  "$ROOT/target/release/berth" daemon --config "$d/config.toml" > "$d/daemon.log" 2>&1 &
+  bin_used=$bin
+  "$bin" daemon --config "$d/config.toml" > "$d/daemon.log" 2>&1 &
   DAEMON_PID=$!
   for _ in $(seq 1 100); do [ -S "$d/berth.sock" ] && break; sleep 0.1; done
   ENDPOINT=unix://$d/berth.sock
@@ -127,7 +133,8 @@ ready = 0
 for p in items:
     conds = {c["type"]: c["status"] for c in p.get("status", {}).get("conditions", [])}
     statuses = p.get("status", {}).get("containerStatuses") or []
-    crashing = any(s.get("restartCount", 0) > 0 and p["metadata"]["name"] == "crasher" for s in statuses)
+    # static pods are named <name>-<node>
+    crashing = p["metadata"]["name"].startswith("crasher-") and any(s.get("restartCount", 0) > 0 for s in statuses)
     if conds.get("Ready") == "True" or crashing:
         ready += 1
 print(ready, len(items))'
@@ -142,39 +149,84 @@ done
 say "$NAME: $ready of $expected pods settled after $(python3 -c "import time; print(round(time.time() - $t0, 1))") s"
 
 echo "== pods (kubelet /pods)"
-pods_json | python3 -c '
+pods_json > "$WORK/pods.json"
+python3 - "$WORK/pods.json" <<'PY'
 import json, sys
-for p in sorted(json.load(sys.stdin).get("items") or [], key=lambda p: p["metadata"]["name"]):
+items = json.load(open(sys.argv[1])).get("items") or []
+for p in sorted(items, key=lambda p: p["metadata"]["name"]):
     st = p.get("status", {})
     conds = {c["type"]: c["status"] for c in st.get("conditions", [])}
-    print(f"{p[\"metadata\"][\"name\"]:18} phase={st.get(\"phase\")} ready={conds.get(\"Ready\")} ip={st.get(\"podIP\", \"-\")}")
+    name = p["metadata"]["name"]
+    print("%-24s phase=%s ready=%s ip=%s" % (name, st.get("phase"), conds.get("Ready"), st.get("podIP", "-")))
     for kind in ("initContainerStatuses", "containerStatuses"):
         for c in st.get(kind) or []:
-            state = c.get("state", {})
-            (k, v), = state.items() if state else (("?", {}),)
-            detail = v.get("reason", "") if isinstance(v, dict) else ""
-            print(f"    {kind[:4]:4} {c[\"name\"]:10} {k:10} {detail:22} restarts={c.get(\"restartCount\", 0)} ready={c.get(\"ready\")}")'
+            state = c.get("state") or {}
+            k, v = next(iter(state.items())) if state else ("?", {})
+            why = (v.get("reason", "") + " " + v.get("message", "")[:120]).strip()
+            print("    %-4s %-10s %-10s restarts=%-3s ready=%-5s %s" % (kind[:4], c["name"], k, c.get("restartCount", 0), c.get("ready"), why))
+PY
 
 echo "== failed CRI calls in the kubelet log"
 failed=$(grep -E 'rpc error: code = ' "$KDIR/kubelet.log" | grep -vE 'code = NotFound' || true)
 if [ -z "$failed" ]; then echo "none"; else echo "$failed" | sed -E 's/^.*(rpc error: code = [A-Za-z]+ desc = .{0,160}).*$/\1/' | sort | uniq -c | sort -rn | head -20; fi
 
 echo "== /stats/summary"
-curl -s -m 10 http://127.0.0.1:10255/stats/summary | python3 -c '
+curl -s -m 10 http://127.0.0.1:10255/stats/summary > "$WORK/summary.json" || true
+python3 - "$WORK/summary.json" <<'PY'
 import json, sys
 try:
-    s = json.load(sys.stdin)
+    s = json.load(open(sys.argv[1]))
 except Exception as e:
     print("unreadable:", e); sys.exit(0)
 for p in sorted(s.get("pods", []), key=lambda p: p["podRef"]["name"]):
     have = [k for k in ("cpu", "memory", "network", "ephemeral-storage") if p.get(k)]
     cs = p.get("containers") or []
     ch = sorted({k for c in cs for k in ("cpu", "memory", "rootfs", "logs") if c.get(k)})
-    print(f"{p[\"podRef\"][\"name\"]:18} pod: {\",\".join(have) or \"-\"}; containers ({len(cs)}): {\",\".join(ch) or \"-\"}")'
+    print("%-24s pod: %s; containers (%d): %s" % (p["podRef"]["name"], ",".join(have) or "-", len(cs), ",".join(ch) or "-"))
+PY
+
+# Restart counts per pod/container (the crasher's keep growing: left out).
+restarts() {
+  pods_json | python3 -c '
+import json, sys
+for p in sorted(json.load(sys.stdin).get("items") or [], key=lambda p: p["metadata"]["name"]):
+    if p["metadata"]["name"].startswith("crasher-"):
+        continue
+    st = p.get("status", {})
+    for c in (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or []):
+        print(p["metadata"]["name"], c["name"], c.get("restartCount", 0), c.get("containerID", ""))'
+}
+settle_after_restart() {
+  for _ in $(seq 1 30); do
+    [ "$(curl -s -m 2 http://127.0.0.1:10248/healthz)" = ok ] && [ "$(restarts | wc -l)" -gt 0 ] && break
+    sleep 1
+  done
+  sleep 15
+}
+before=$(restarts)
+echo "== restarting the kubelet (its pods must be adopted, no container restarted)"
+kill "$(cat "$KDIR/kubelet.pid")"
+for _ in $(seq 1 50); do kill -0 "$(cat "$KDIR/kubelet.pid")" 2>/dev/null || break; sleep 0.2; done
+rm -f "$KDIR/kubelet.pid"
+bash "$RUN_KUBELET" "$ENDPOINT" >/dev/null
+settle_after_restart
+after=$(restarts)
+if [ "$before" = "$after" ]; then echo "no container restarted or replaced"; else echo "CHANGED:"; diff <(echo "$before") <(echo "$after") || true; fi
+if [ "$PEER" = 0 ]; then
+  echo "== kill -9 of the Berth daemon under the running kubelet, then a restart"
+  kill -9 "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null || true
+  sleep 3
+  "$bin_used" daemon --config "$WORK/berth/config.toml" >> "$WORK/berth/daemon.log" 2>&1 &
+  DAEMON_PID=$!
+  settle_after_restart
+  after=$(restarts)
+  if [ "$before" = "$after" ]; then echo "no container restarted or replaced"; else echo "CHANGED:"; diff <(echo "$before") <(echo "$after") || true; fi
+  if grep -q 'PLEG is not healthy' "$KDIR/kubelet.log"; then echo "PLEG was unhealthy:"; grep 'PLEG is not healthy' "$KDIR/kubelet.log" | tail -2; else echo "PLEG stayed healthy"; fi
+fi
 
 if [ -f "$KDIR/manifests/probes-hooks.yaml" ]; then
   echo "== deleting probes-hooks.yaml (preStop hook, nothing left)"
-  uid=$(pods_json | python3 -c 'import json,sys; print(next((p["metadata"]["uid"] for p in json.load(sys.stdin)["items"] if p["metadata"]["name"]=="probes-hooks"), ""))')
+  uid=$(pods_json | python3 -c 'import json,sys; print(next((p["metadata"]["uid"] for p in json.load(sys.stdin)["items"] if p["metadata"]["name"].startswith("probes-hooks-")), ""))')
   rm -f "$KDIR/manifests/probes-hooks.yaml"
   for _ in $(seq 1 60); do
     left=$("$CRICTL" -r "$ENDPOINT" pods --label "io.kubernetes.pod.uid=$uid" -q 2>/dev/null | wc -l)

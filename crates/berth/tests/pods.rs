@@ -711,7 +711,19 @@ async fn user_namespaced_pod(handler: &str) {
     let ip = pod_status(&mut e, &pod).await.network.unwrap().ip;
     let verbose = pod_info(&mut e, &pod).await;
     assert!(ip.starts_with("10."), "{ip:?} {verbose}");
-    let main = container_config("main", &e.image, &["sleep", "1000"]);
+    // A volume as the kubelet mounts it in such a pod: ID-mapped with the
+    // pod's mappings, so that what host root owns, the container's root owns.
+    let volume = e.d.dir.path().join("volume");
+    std::fs::create_dir_all(&volume).unwrap();
+    std::fs::write(volume.join("by-host-root"), b"x").unwrap();
+    let mut main = container_config("main", &e.image, &["sleep", "1000"]);
+    main.mounts.push(cri::Mount {
+        container_path: "/data".into(),
+        host_path: volume.to_string_lossy().into_owned(),
+        uid_mappings: vec![mapping],
+        gid_mappings: vec![mapping],
+        ..Default::default()
+    });
     let c = create_with(&mut e, &pod, main, config).await;
     start(&mut e, &c).await;
     let r = exec(&mut e, &c, &["cat", "/proc/self/uid_map"], 10)
@@ -724,6 +736,30 @@ async fn user_namespaced_pod(handler: &str) {
     assert_eq!(map, ["0", "200000", "65536"], "{r:?}");
     let r = exec(&mut e, &c, &["id", "-u"], 10).await.unwrap();
     assert_eq!(String::from_utf8_lossy(&r.stdout), "0\n");
+    let r = exec(
+        &mut e,
+        &c,
+        &[
+            "sh",
+            "-c",
+            "stat -c %u /data/by-host-root && touch /data/by-container-root",
+        ],
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (r.exit_code, String::from_utf8_lossy(&r.stdout).trim()),
+        (0, "0"),
+        "{r:?}"
+    );
+    use std::os::unix::fs::MetadataExt;
+    let made = std::fs::metadata(volume.join("by-container-root")).unwrap();
+    assert_eq!(
+        made.uid(),
+        0,
+        "the container's root writes as host root through the mapping"
+    );
     // The container's processes run as the mapped uid on the host.
     let pid = container_info(&mut e, &c).await["pid"].as_i64().unwrap();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -1403,4 +1439,85 @@ async fn unreadable_records_are_quarantined_and_their_pods_left_alone() {
         assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
     }
     assert_eq!(snapshot_count(&e.d), snapshots);
+}
+
+/// A monitor that stopped answering (a stuck OCI runtime; here SIGSTOP)
+/// does not hold StopPodSandbox: it is killed, its containers through
+/// their cgroups, and the pod is removed with nothing left.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wedged_monitor_does_not_hold_stop_pod() {
+    let mut e = env().await;
+    let (pod, c) = running_pod(&mut e, "wedged").await;
+    // The pod's pid is its pod init's; the monitor is its parent.
+    let init = pod_info(&mut e, &pod).await["pid"].as_i64().unwrap();
+    let monitor: i32 = std::fs::read_to_string(format!("/proc/{init}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let pid = container_info(&mut e, &c).await["pid"].as_i64().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    stop_remove_pod(&mut e, &pod).await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(60),
+        "StopPodSandbox took {:?}",
+        t0.elapsed()
+    );
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists() || {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            stat.contains(") Z")
+        }
+    );
+    assert_no_leaks(&e, &[pod, c]);
+}
+
+/// ContainerStats reports the writable layer, measured in the background
+/// (a walk per request would stall the daemon's workers).
+#[tokio::test(flavor = "multi_thread")]
+async fn writable_layer_usage_is_reported() {
+    let mut e = env().await;
+    let pod = run_pod(&mut e, "usage", "").await;
+    let c = create(
+        &mut e,
+        &pod,
+        "writer",
+        &[
+            "sh",
+            "-c",
+            "dd if=/dev/zero of=/big bs=1024 count=2048; sleep 1000",
+        ],
+    )
+    .await;
+    start(&mut e, &c).await;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let stats =
+            e.rt.container_stats(cri::ContainerStatsRequest {
+                container_id: c.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .stats
+            .unwrap();
+        let layer = stats.writable_layer.unwrap();
+        let used = layer.used_bytes.map_or(0, |v| v.value);
+        if used >= 2 << 20 {
+            assert!(layer.inodes_used.unwrap().value >= 1);
+            break;
+        }
+        assert!(Instant::now() < deadline, "writable layer: {used} bytes");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    stop_remove_pod(&mut e, &pod).await;
+    assert_no_leaks(&e, &[pod, c]);
 }

@@ -22,6 +22,15 @@ pub enum ClientError {
     /// The monitor answered something unexpected.
     #[error("the pod's monitor answered nonsense: {0}")]
     Protocol(String),
+    /// The monitor did not answer in time.
+    #[error(
+        "the pod's monitor did not answer {request} within {after:?} \
+         (it stays wedged until the pod is stopped, which kills it)"
+    )]
+    Timeout {
+        request: &'static str,
+        after: std::time::Duration,
+    },
 }
 
 /// A handle on one pod's monitor.
@@ -41,8 +50,21 @@ impl Client {
         &self.dir
     }
 
-    /// Sends one request and waits for its answer.
+    /// Sends one request and waits for its answer, at most
+    /// [`Request::deadline`].
     pub async fn call(&self, req: &Request) -> Result<Reply, ClientError> {
+        match req.deadline() {
+            Some(after) => tokio::time::timeout(after, self.call_unbounded(req))
+                .await
+                .map_err(|_| ClientError::Timeout {
+                    request: req.name(),
+                    after,
+                })?,
+            None => self.call_unbounded(req).await,
+        }
+    }
+
+    async fn call_unbounded(&self, req: &Request) -> Result<Reply, ClientError> {
         let socket = paths::socket(&self.dir);
         let unreachable = |source| ClientError::Unreachable {
             socket: socket.clone(),

@@ -110,6 +110,48 @@ pub enum Request {
     Shutdown,
 }
 
+impl Request {
+    /// How long the daemon waits for the answer: a wedged monitor (a stuck
+    /// OCI runtime) fails the call instead of holding it, and the pod's
+    /// locks, for ever. `None` only for an exec without a timeout, bounded
+    /// by its caller's deadline instead.
+    pub fn deadline(&self) -> Option<std::time::Duration> {
+        use std::time::Duration;
+        /// Beyond a stop's or an exec's own timeout: SIGKILL and reaping.
+        const SLACK: Duration = Duration::from_secs(40);
+        match self {
+            Request::Ping => Some(Duration::from_secs(5)),
+            Request::Create { .. } | Request::Delete { .. } | Request::Shutdown => {
+                Some(Duration::from_secs(120))
+            }
+            Request::Start { .. } | Request::ReopenLog { .. } => Some(Duration::from_secs(60)),
+            Request::Stop { timeout_secs, .. } => {
+                Some(Duration::from_secs(*timeout_secs).saturating_add(SLACK))
+            }
+            Request::Exec {
+                timeout_secs: 0, ..
+            } => None,
+            Request::Exec { timeout_secs, .. } => {
+                Some(Duration::from_secs(*timeout_secs).saturating_add(SLACK))
+            }
+        }
+    }
+
+    /// The request's name, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Ping => "Ping",
+            Request::Create { .. } => "Create",
+            Request::Start { .. } => "Start",
+            Request::Stop { .. } => "Stop",
+            Request::Exec { .. } => "Exec",
+            Request::ReopenLog { .. } => "ReopenLog",
+            Request::Delete { .. } => "Delete",
+            Request::Shutdown => "Shutdown",
+        }
+    }
+}
+
 /// The monitor's answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "reply")]

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cgroups;
 use crate::error::{io, Error, Result};
+use crate::idmap::IdmappedMounts;
 use crate::sandbox::SandboxRecord;
 use crate::{now_ns, resolve_prefix, Runtime};
 
@@ -241,8 +242,11 @@ impl Runtime {
             .ok_or_else(|| Error::NotFound(format!("container {id}")))
     }
 
-    fn save_container(&self, rec: &ContainerRecord) -> Result<()> {
-        self.inner.container_records.put(&rec.id, rec)?;
+    /// Writes the record (its fsync in a blocking task) and indexes it.
+    async fn save_container(&self, rec: &ContainerRecord) -> Result<()> {
+        let records = self.inner.container_records.clone();
+        let owned = rec.clone();
+        crate::blocking(move || Ok(records.put(&owned.id, &owned)?)).await?;
         self.index().containers.insert(rec.id.clone(), rec.clone());
         Ok(())
     }
@@ -372,6 +376,9 @@ impl Runtime {
                 if let Err(c) = self.rootfs(&rec.id).remove() {
                     tracing::warn!(container = %rec.id, error = %c, "cleanup after a failed CreateContainer");
                 }
+                if let Err(c) = IdmappedMounts::at(&self.inner.state, &rec.id).release() {
+                    tracing::warn!(container = %rec.id, error = %c, "cleanup after a failed CreateContainer");
+                }
                 let _ = std::fs::remove_dir_all(self.bundle(&rec.id));
                 self.inner.images.release(&rec.id);
                 self.unreserve(&rec.name_key(), &rec.id);
@@ -406,8 +413,9 @@ impl Runtime {
         let namespaces = self.namespaces_for(pod, &rec.config)?;
         let files = pod.files(self);
         let merged = rootfs.merged();
+        let config = self.idmapped_mounts(pod, rec).await?;
         let input = berth_oci::SpecInput {
-            container: &rec.config,
+            container: &config,
             sandbox: &pod.config,
             image: &image_config,
             rootfs: &merged,
@@ -482,7 +490,68 @@ impl Runtime {
             monitor_ms = (t0.elapsed() - t_spec).as_secs_f64() * 1e3,
             "container created"
         );
-        self.save_container(rec)
+        self.save_container(rec).await
+    }
+
+    /// The container config the spec is generated from: in a
+    /// user-namespaced pod, each mount the kubelet gave the pod's ID
+    /// mappings becomes a plain bind of an ID-mapped staging mount.
+    async fn idmapped_mounts(
+        &self,
+        pod: &SandboxRecord,
+        rec: &ContainerRecord,
+    ) -> Result<cri::ContainerConfig> {
+        let mut config = rec.config.clone();
+        if config
+            .mounts
+            .iter()
+            .all(|m| m.uid_mappings.is_empty() && m.gid_mappings.is_empty())
+        {
+            return Ok(config);
+        }
+        let (Some(maps), Some(init)) = (&pod.userns, pod.pod_init) else {
+            return Err(Error::InvalidArgument(
+                "ID-mapped mounts (uidMappings/gidMappings) need a pod with its own user \
+                 namespace"
+                    .into(),
+            ));
+        };
+        let same = |wanted: &[cri::IdMapping], pod: &[(u32, u32, u32)]| {
+            wanted.len() == pod.len()
+                && wanted
+                    .iter()
+                    .zip(pod)
+                    .all(|(w, p)| (w.container_id, w.host_id, w.length) == *p)
+        };
+        let mut todo = Vec::new();
+        for (n, m) in config.mounts.iter().enumerate() {
+            if m.uid_mappings.is_empty() && m.gid_mappings.is_empty() {
+                continue;
+            }
+            if !same(&m.uid_mappings, &maps.uids) || !same(&m.gid_mappings, &maps.gids) {
+                return Err(Error::InvalidArgument(format!(
+                    "mount {:?}: its ID mappings differ from the pod's user namespace; \
+                     only the pod's mappings are supported",
+                    m.container_path
+                )));
+            }
+            todo.push((n, PathBuf::from(&m.host_path)));
+        }
+        let staging = IdmappedMounts::at(&self.inner.state, &rec.id);
+        let userns = PathBuf::from(format!("/proc/{init}/ns/user"));
+        let made = crate::blocking(move || {
+            todo.into_iter()
+                .map(|(n, source)| Ok((n, staging.add(n, &source, &userns, true)?)))
+                .collect::<Result<Vec<_>>>()
+        })
+        .await?;
+        for (n, path) in made {
+            let m = &mut config.mounts[n];
+            m.host_path = path.to_string_lossy().into_owned();
+            m.uid_mappings.clear();
+            m.gid_mappings.clear();
+        }
+        Ok(config)
     }
 
     fn namespaces_for(
@@ -670,7 +739,7 @@ impl Runtime {
                     .done_call(&Request::Delete { id: rec.id.clone() })
                     .await?;
             }
-            _ => kill_cgroup(self, &rec),
+            _ => kill_cgroups(self, vec![rec.cgroups_path.clone()]).await,
         }
         if let Some(p) = &pod {
             let _ = std::fs::remove_file(berth_monitor::protocol::paths::state(
@@ -678,15 +747,26 @@ impl Runtime {
                 &rec.id,
             ));
         }
-        self.rootfs(&rec.id).remove()?;
+        // Unmounting, removing a writable layer of any size and the record's
+        // fsync: a blocking task.
+        let rootfs = self.rootfs(&rec.id);
+        let idmapped = IdmappedMounts::at(&self.inner.state, &rec.id);
         let bundle = self.bundle(&rec.id);
-        match std::fs::remove_dir_all(&bundle) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(io("removing", &bundle)(e))
+        let records = self.inner.container_records.clone();
+        let id = rec.id.clone();
+        crate::blocking(move || {
+            rootfs.remove()?;
+            idmapped.release()?;
+            match std::fs::remove_dir_all(&bundle) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io("removing", &bundle)(e))
+                }
+                _ => {}
             }
-            _ => {}
-        }
-        self.inner.container_records.delete(&rec.id)?;
+            records.delete(&id)?;
+            Ok(())
+        })
+        .await?;
         self.index().containers.remove(&rec.id);
         self.inner.images.release(&rec.id);
         self.unreserve(&rec.name_key(), &rec.id);
@@ -804,8 +884,10 @@ impl Runtime {
         id: &str,
         resources: Option<cri::LinuxContainerResources>,
     ) -> Result<()> {
-        let mut rec = self.get_container(id)?;
-        let _g = self.lock(&rec.id).await;
+        let id = self.get_container(id)?.id;
+        let _g = self.lock(&id).await;
+        // Read under the lock: a concurrent update's fields are kept.
+        let mut rec = self.get_container(&id)?;
         let state = self.container_state(&rec);
         if state.status == Status::Exited {
             return Err(Error::FailedPrecondition(format!(
@@ -828,7 +910,7 @@ impl Runtime {
         let mut merged = rec.resources.clone().unwrap_or_default();
         merge_resources(&mut merged, &r);
         rec.resources = Some(merged);
-        self.save_container(&rec)
+        self.save_container(&rec).await
     }
 
     /// ReopenContainerLog: the monitor opens the log path again.
@@ -953,24 +1035,32 @@ fn own_oom_score_adj() -> i32 {
         .unwrap_or(0)
 }
 
-/// Kills what is left of a container whose monitor is gone, and removes its cgroup.
-fn kill_cgroup(rt: &Runtime, rec: &ContainerRecord) {
-    cgroups::kill_and_remove(rt.inner.layout, &rec.cgroups_path);
+/// Kills what is left of containers whose monitor is gone, and removes
+/// their cgroups (a blocking task: removal waits for the kernel).
+async fn kill_cgroups(rt: &Runtime, paths: Vec<String>) {
+    let layout = rt.inner.layout;
+    let done = tokio::task::spawn_blocking(move || {
+        for p in paths {
+            cgroups::kill_and_remove(layout, &p);
+        }
+    })
+    .await;
+    if let Err(e) = done {
+        tracing::warn!(error = %e, "killing containers through their cgroups");
+    }
 }
 
 /// For every container of the pod: kill and remove its cgroup if its
 /// monitor could not.
-pub(crate) fn kill_orphans(rt: &Runtime, pod_id: &str) {
-    let recs: Vec<ContainerRecord> = rt
+pub(crate) async fn kill_orphans(rt: &Runtime, pod_id: &str) {
+    let paths: Vec<String> = rt
         .read_index()
         .containers
         .values()
         .filter(|c| c.sandbox_id == pod_id)
-        .cloned()
+        .map(|c| c.cgroups_path.clone())
         .collect();
-    for c in recs {
-        kill_cgroup(rt, &c);
-    }
+    kill_cgroups(rt, paths).await;
 }
 
 /// At start: containers whose pod record is gone are removed, and root
@@ -993,6 +1083,18 @@ pub(crate) async fn reconcile(rt: &Runtime) {
             tracing::warn!(container = %id, "removing the root filesystem of an unrecorded container");
             if let Err(err) = rt.rootfs(&id).remove() {
                 tracing::warn!(container = %id, error = %err, "removing a leftover root filesystem");
+            }
+        }
+    }
+    for e in std::fs::read_dir(IdmappedMounts::root(&rt.inner.state))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let id = e.file_name().to_string_lossy().into_owned();
+        if !known.contains(&id) {
+            if let Err(err) = IdmappedMounts::at(&rt.inner.state, &id).release() {
+                tracing::warn!(container = %id, error = %err, "releasing leftover ID-mapped mounts");
             }
         }
     }

@@ -78,6 +78,7 @@ impl Error {
                 berth_oci::ErrorKind::FailedPrecondition => Kind::FailedPrecondition,
             },
             Error::Monitor(ClientError::Unreachable { .. }) => Kind::Unavailable,
+            Error::Monitor(ClientError::Timeout { .. }) => Kind::DeadlineExceeded,
             Error::Monitor(ClientError::Remote { kind, .. }) => match kind {
                 MonitorKind::NotFound => Kind::NotFound,
                 MonitorKind::AlreadyExists => Kind::AlreadyExists,

@@ -18,6 +18,7 @@
 mod cgroups;
 pub mod container;
 pub mod error;
+mod idmap;
 mod podfiles;
 pub mod sandbox;
 mod stats;
@@ -55,6 +56,8 @@ struct Inner {
     layout: cgroups::Layout,
     /// What the host's cgroups offer containers (read once at start).
     cgroup: berth_oci::CgroupSupport,
+    /// Writable-layer usage by container, refreshed in the background.
+    layer_usage: Mutex<HashMap<String, stats::LayerUsage>>,
     /// The node's pod CIDRs from UpdateRuntimeConfig (comma-separated, as
     /// the kubelet sends them); empty until the kubelet sends one.
     pod_cidr: std::sync::Mutex<String>,
@@ -128,11 +131,13 @@ impl Runtime {
                 layout,
                 cgroup: cgroups::support(layout),
                 pod_cidr: std::sync::Mutex::default(),
+                layer_usage: Mutex::default(),
                 grantable: berth_oci::caps::grantable(),
                 cpu_samples: Mutex::default(),
             }),
         };
         rt.restore().await?;
+        stats::spawn_layer_usage_refresher(&rt);
         Ok(rt)
     }
 
@@ -469,6 +474,16 @@ mod tests {
         assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_ne!(id, new_id());
     }
+}
+
+/// Runs blocking filesystem work (unmounts, tree removals, fsyncs) off the
+/// async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("a blocking task failed: {e}")))?
 }
 
 /// A pod or container record in quarantine.

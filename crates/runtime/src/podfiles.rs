@@ -122,7 +122,8 @@ pub fn is_mountpoint(path: &Path) -> bool {
         .any(|m| unescape(m) == target)
 }
 
-fn unescape(s: &str) -> String {
+/// A mount point as `/proc/self/mountinfo` escapes it, unescaped.
+pub(crate) fn unescape(s: &str) -> String {
     s.replace("\\040", " ")
         .replace("\\011", "\t")
         .replace("\\012", "\n")

@@ -205,8 +205,11 @@ impl Runtime {
             .ok_or_else(|| Error::NotFound(format!("pod sandbox {id}")))
     }
 
-    fn save_pod(&self, rec: &SandboxRecord) -> Result<()> {
-        self.inner.pod_records.put(&rec.id, rec)?;
+    /// Writes the record (its fsync in a blocking task) and indexes it.
+    async fn save_pod(&self, rec: &SandboxRecord) -> Result<()> {
+        let records = self.inner.pod_records.clone();
+        let owned = rec.clone();
+        crate::blocking(move || Ok(records.put(&owned.id, &owned)?)).await?;
         self.index().pods.insert(rec.id.clone(), rec.clone());
         Ok(())
     }
@@ -411,7 +414,7 @@ impl Runtime {
             self.wire_network(rec, ns.path().to_path_buf()).await?;
         }
         rec.ready = true;
-        self.save_pod(rec)
+        self.save_pod(rec).await
     }
 
     /// Records the pod's network namespace (so that cleanup finds it even
@@ -437,12 +440,19 @@ impl Runtime {
                 return;
             };
             let client = rec.monitor(self);
-            let shut =
-                tokio::time::timeout(MONITOR_SHUTDOWN, client.done_call(&Request::Shutdown)).await;
-            match shut {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(pod = %rec.id, error = %e, "monitor shutdown"),
-                Err(_) => tracing::warn!(pod = %rec.id, "monitor did not shut down in time"),
+            if client.ping().await {
+                let shut =
+                    tokio::time::timeout(MONITOR_SHUTDOWN, client.done_call(&Request::Shutdown))
+                        .await;
+                match shut {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(pod = %rec.id, error = %e, "monitor shutdown"),
+                    Err(_) => tracing::warn!(pod = %rec.id, "monitor did not shut down in time"),
+                }
+            } else {
+                // Wedged (a stuck OCI runtime, a stopped process): it is
+                // killed, and its containers through their cgroups below.
+                tracing::warn!(pod = %rec.id, pid = monitor.pid, "the monitor does not answer; killing it");
             }
             // It exits right after answering.
             if !monitor.exited(Duration::from_secs(2)).await {
@@ -463,7 +473,7 @@ impl Runtime {
         // and a pod init that outlived it (it dies with its tracing monitor,
         // unless tracing failed) by pid, once it is sure to be this pod's:
         // named so and in the pod's network namespace.
-        crate::container::kill_orphans(self, &rec.id);
+        crate::container::kill_orphans(self, &rec.id).await;
         if let (Some(init), Some(net)) = (rec.pod_init, &network) {
             let comm = std::fs::read_to_string(format!("/proc/{init}/comm")).unwrap_or_default();
             let ino = |p: &Path| std::fs::metadata(p).ok().map(|m| m.ino());
@@ -505,7 +515,7 @@ impl Runtime {
         };
         let released = self.release_pod(&mut rec).await;
         rec.ready = false;
-        self.save_pod(&rec)?;
+        self.save_pod(&rec).await?;
         released
     }
 
@@ -521,7 +531,7 @@ impl Runtime {
         };
         self.release_pod(&mut rec).await?;
         rec.ready = false;
-        self.save_pod(&rec)?;
+        self.save_pod(&rec).await?;
         let containers: Vec<String> = self
             .read_index()
             .containers
@@ -702,7 +712,7 @@ pub(crate) async fn reconcile(rt: &Runtime) {
         if p.ready && !p.monitor_alive() {
             tracing::warn!(pod = %p.id, "the pod's monitor is gone; the pod is not ready");
             p.ready = false;
-            if let Err(e) = rt.save_pod(&p) {
+            if let Err(e) = rt.save_pod(&p).await {
                 tracing::warn!(pod = %p.id, error = %e, "saving the pod record");
             }
         }

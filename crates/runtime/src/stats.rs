@@ -98,7 +98,76 @@ fn disk_usage(dir: &Path) -> (u64, u64) {
     (bytes, seen.len() as u64)
 }
 
+/// How often writable layers are measured (containerd's snapshot syncer
+/// runs every 10 s too): walking them on every stats call would put a
+/// file-tree walk per container on the request path.
+pub(crate) const LAYER_USAGE_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A container's writable layer, as last measured.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LayerUsage {
+    pub measured_at: i64,
+    pub bytes: u64,
+    pub inodes: u64,
+}
+
+/// Measures every container's writable layer now and then, in a blocking
+/// task, until the runtime is dropped.
+pub(crate) fn spawn_layer_usage_refresher(rt: &Runtime) {
+    let weak = std::sync::Arc::downgrade(&rt.inner);
+    tokio::spawn(async move {
+        loop {
+            let Some(inner) = weak.upgrade() else { return };
+            let rt = Runtime { inner };
+            rt.refresh_layer_usage().await;
+            drop(rt);
+            tokio::time::sleep(LAYER_USAGE_PERIOD).await;
+        }
+    });
+}
+
 impl Runtime {
+    /// Walks every container's writable layer (a blocking task) and
+    /// replaces the cached figures; removed containers are forgotten.
+    pub(crate) async fn refresh_layer_usage(&self) {
+        let uppers: Vec<(String, std::path::PathBuf)> = self
+            .read_index()
+            .containers
+            .keys()
+            .map(|id| {
+                (
+                    id.clone(),
+                    self.inner.root.join("rootfs").join(id).join("upper"),
+                )
+            })
+            .collect();
+        let measured = tokio::task::spawn_blocking(move || {
+            uppers
+                .into_iter()
+                .map(|(id, upper)| {
+                    let (bytes, inodes) = disk_usage(&upper);
+                    let usage = LayerUsage {
+                        measured_at: now_ns(),
+                        bytes,
+                        inodes,
+                    };
+                    (id, usage)
+                })
+                .collect::<HashMap<_, _>>()
+        })
+        .await;
+        match measured {
+            Ok(m) => {
+                *self
+                    .inner
+                    .layer_usage
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = m
+            }
+            Err(e) => tracing::warn!(error = %e, "measuring writable layers"),
+        }
+    }
+
     fn stats_of(&self, c: &ContainerRecord) -> cri::ContainerStats {
         let ts = now_ns();
         let layout = self.inner.layout;
@@ -120,8 +189,15 @@ impl Runtime {
                 psi: None,
             }
         });
-        let upper = self.inner.root.join("rootfs").join(&c.id).join("upper");
-        let (used, inodes) = disk_usage(&upper);
+        // Measured off the request path (see `refresh_layer_usage`); unknown
+        // until the first walk after the container was created.
+        let usage = self
+            .inner
+            .layer_usage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&c.id)
+            .copied();
         cri::ContainerStats {
             attributes: Some(cri::ContainerAttributes {
                 id: c.id.clone(),
@@ -132,7 +208,7 @@ impl Runtime {
             cpu,
             memory: memory(layout, &c.cgroups_path, ts),
             writable_layer: Some(cri::FilesystemUsage {
-                timestamp: ts,
+                timestamp: usage.map_or(ts, |u| u.measured_at),
                 fs_id: Some(cri::FilesystemIdentifier {
                     mountpoint: self
                         .inner
@@ -141,8 +217,8 @@ impl Runtime {
                         .to_string_lossy()
                         .into_owned(),
                 }),
-                used_bytes: value(used),
-                inodes_used: value(inodes),
+                used_bytes: usage.map(|u| cri::UInt64Value { value: u.bytes }),
+                inodes_used: usage.map(|u| cri::UInt64Value { value: u.inodes }),
             }),
             swap: None,
             io: None,
