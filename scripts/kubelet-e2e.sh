@@ -17,6 +17,8 @@
 # --keep leaves the kubelet and the runtime running (stop them with
 # `KDIR=... ../shared/kubelet-lab/run-kubelet.sh stop` and by pid).
 # BERTH_BIN=path runs that berth binary instead of building a release one.
+# BERTH_RECORD=file records every CRI call (`record_requests`); see
+# scripts/kubelet-fixture.py for turning it into a test fixture.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -40,68 +42,11 @@ while [ $# -gt 0 ]; do
 done
 
 say() { printf '[kubelet-e2e %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
-export KDIR=$WORK/kubelet
-export CRICTL=${CRICTL:-$LAB/bin/crictl}
-RUN_KUBELET=$SHARED/kubelet-lab/run-kubelet.sh
-[ -x /var/tmp/kubelet-lab/bin/kubelet ] || { say "no kubelet: run $SHARED/kubelet-lab/build-kubelet.sh"; exit 1; }
-[ -x "$CRICTL" ] || { say "no crictl at $CRICTL: run $SHARED/critest-lab/build-peers.sh"; exit 1; }
-curl -fsS http://127.0.0.1:5000/v2/ >/dev/null || { say "no lab registry: run $SHARED/critest-lab/start-registry.sh and make-images.sh"; exit 1; }
+# shellcheck source=kubelet-lab.sh
+. "$ROOT/scripts/kubelet-lab.sh"
 mkdir -p "$WORK/marks"
 rm -f "$WORK"/marks/*
-
-DAEMON_PID=
-start_berth() {
-  local bin=${BERTH_BIN:-}
-  if [ -z "$bin" ]; then
-    cargo build --release --locked --bin berth >/dev/null
-    bin=$ROOT/target/release/berth
-  fi
-  local d=$WORK/berth
-  mkdir -p "$d/cni"
-  cat > "$d/cni/10-kubelet-e2e.conflist" <<EOF
-{"cniVersion": "1.0.0", "name": "berth-kubelet-e2e", "plugins": [
-  {"type": "bridge", "bridge": "berthk0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
-   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.218.0.0/16"}]], "dataDir": "$d/ipam"}},
-  {"type": "portmap", "capabilities": {"portMappings": true}}]}
-EOF
-  local mirror='mirrors = ["http://127.0.0.1:5000"]
-upstream = false'
-  {
-    echo "root = \"$d/root\""
-    echo "state = \"$d/state\""
-    echo "listen = \"unix://$d/berth.sock\""
-    echo "[cni]"
-    echo "conf_dir = \"$d/cni\""
-    for r in docker.io registry.k8s.io k8s.gcr.io gcr.io quay.io public.ecr.aws; do
-      printf '[registry."%s"]\n%s\n' "$r" "$mirror"
-    done
-  } > "$d/config.toml"
-  bin_used=$bin
-  "$bin" daemon --config "$d/config.toml" > "$d/daemon.log" 2>&1 &
-  DAEMON_PID=$!
-  for _ in $(seq 1 100); do [ -S "$d/berth.sock" ] && break; sleep 0.1; done
-  ENDPOINT=unix://$d/berth.sock
-  say "Berth daemon pid $DAEMON_PID on $ENDPOINT (log $d/daemon.log)"
-}
-
-stop_runtime() {
-  if [ "$PEER" = 1 ]; then
-    bash "$SHARED/critest-lab/start-containerd2.sh" stop >/dev/null 2>&1 || true
-  elif [ -n "$DAEMON_PID" ]; then
-    kill "$DAEMON_PID" 2>/dev/null || true
-    wait "$DAEMON_PID" 2>/dev/null || true
-    ip link del berthk0 2>/dev/null || true
-  fi
-}
-
-if [ "$PEER" = 1 ]; then
-  bash "$SHARED/critest-lab/start-containerd2.sh" >/dev/null
-  ENDPOINT=unix://$LAB/containerd2/run/containerd.sock
-  NAME="containerd 2.3.4"
-else
-  start_berth
-  NAME=Berth
-fi
+start_runtime
 
 cleanup() {
   if [ "$KEEP" = 1 ]; then say "--keep: kubelet and runtime left running"; return; fi
@@ -114,15 +59,11 @@ bash "$RUN_KUBELET" stop >/dev/null 2>&1 || true
 rm -f "$KDIR/kubelet.log"
 mkdir -p "$KDIR/manifests"
 rm -f "$KDIR"/manifests/*
-for f in "$MANIFESTS"/*.yaml; do
-  cp "$f" "$KDIR/manifests/.$(basename "$f")"
-  mv "$KDIR/manifests/.$(basename "$f")" "$KDIR/manifests/$(basename "$f")"
-done
+for f in "$MANIFESTS"/*.yaml; do place_manifest "$f"; done
 expected=$(cat "$MANIFESTS"/*.yaml | grep -c '^kind: Pod')
 t0=$(date +%s.%N)
 bash "$RUN_KUBELET" "$ENDPOINT"
 
-pods_json() { curl -s -m 5 http://127.0.0.1:10255/pods; }
 # Ready pods, all pods (a pod that must crash is never Ready: it counts as
 # settled once its container has restarted).
 count_ready() {
@@ -214,6 +155,7 @@ after=$(restarts)
 if [ "$before" = "$after" ]; then echo "no container restarted or replaced"; else echo "CHANGED:"; diff <(echo "$before") <(echo "$after") || true; fi
 if [ "$PEER" = 0 ]; then
   echo "== kill -9 of the Berth daemon under the running kubelet, then a restart"
+  log_mark=$(wc -l < "$KDIR/kubelet.log")
   kill -9 "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null || true
   sleep 3
   "$bin_used" daemon --config "$WORK/berth/config.toml" >> "$WORK/berth/daemon.log" 2>&1 &
@@ -221,7 +163,8 @@ if [ "$PEER" = 0 ]; then
   settle_after_restart
   after=$(restarts)
   if [ "$before" = "$after" ]; then echo "no container restarted or replaced"; else echo "CHANGED:"; diff <(echo "$before") <(echo "$after") || true; fi
-  if grep -q 'PLEG is not healthy' "$KDIR/kubelet.log"; then echo "PLEG was unhealthy:"; grep 'PLEG is not healthy' "$KDIR/kubelet.log" | tail -2; else echo "PLEG stayed healthy"; fi
+  pleg=$(tail -n +"$((log_mark + 1))" "$KDIR/kubelet.log" | grep 'PLEG is not healthy' || true)
+  if [ -n "$pleg" ]; then echo "PLEG was unhealthy:"; echo "$pleg" | tail -2; else echo "PLEG stayed healthy"; fi
 fi
 
 if [ -f "$KDIR/manifests/probes-hooks.yaml" ]; then

@@ -1521,3 +1521,33 @@ async fn writable_layer_usage_is_reported() {
     stop_remove_pod(&mut e, &pod).await;
     assert_no_leaks(&e, &[pod, c]);
 }
+
+/// ExecSync output beyond what a CRI message can carry is cut, so the
+/// call still answers (16 MiB is the kubelet's message limit).
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_output_fits_in_a_cri_message() {
+    let mut e = env().await;
+    let (pod, c) = running_pod(&mut e, "bigexec").await;
+    let r = exec(
+        &mut e,
+        &c,
+        &[
+            "sh",
+            "-c",
+            "head -c 20000000 /dev/zero; head -c 20000000 /dev/zero >&2; exit 3",
+        ],
+        30,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.exit_code, 3);
+    assert!(
+        r.stdout.len() + r.stderr.len() < 16 << 20,
+        "{} + {}",
+        r.stdout.len(),
+        r.stderr.len()
+    );
+    assert!(r.stdout.len() > 4 << 20 && r.stderr.len() > 4 << 20);
+    stop_remove_pod(&mut e, &pod).await;
+    assert_no_leaks(&e, &[pod, c]);
+}

@@ -64,6 +64,10 @@ pub struct Config {
     pub runtimes: BTreeMap<String, RuntimeHandler>,
     /// Pods and containers.
     pub pod: PodConfig,
+    /// Appends every unary CRI call (request, response, status) to this
+    /// file as JSON lines: a debugging aid, and how the kubelet fixtures of
+    /// the tests are recorded. Off by default.
+    pub record_requests: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -73,6 +77,7 @@ impl Default for Config {
             state: DEFAULT_STATE.into(),
             listen: DEFAULT_LISTEN.into(),
             socket_group: None,
+            record_requests: None,
             log_level: "info".into(),
             log_format: LogFormat::Text,
             image: ImageConfig::default(),

@@ -25,5 +25,7 @@ pub mod berth {
     }
 }
 
+pub mod methods;
+
 /// The encoded `FileDescriptorSet` of every compiled proto file.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));

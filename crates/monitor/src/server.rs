@@ -28,8 +28,11 @@ use tokio::task::JoinHandle;
 use crate::handler::{dev_null, Exec, Runner, Stdio3};
 use crate::protocol::{paths, ErrorKind, ExecResult, Reply, Request, State, Status};
 
-/// The most output an exec returns per stream; the rest is dropped.
-const MAX_EXEC_OUTPUT: usize = 16 << 20;
+/// The most output an exec returns per stream; the rest is dropped. Both
+/// streams together stay under the 16 MiB gRPC message limit of the CRI
+/// (the kubelet's and the daemon's), or the command would run and the call
+/// fail on its answer.
+const MAX_EXEC_OUTPUT: usize = (8 << 20) - (64 << 10);
 /// How long output may keep flowing after a process exited (a background
 /// child may hold the pipe open for ever).
 const DRAIN: Duration = Duration::from_secs(2);

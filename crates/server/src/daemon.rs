@@ -274,8 +274,13 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             _ = int.recv() => tracing::info!("SIGINT: finishing in-flight calls"),
         }
     };
+    let recorder = match &config.record_requests {
+        Some(p) => Some(crate::record::Recorder::create(p).map_err(io("opening", p))?),
+        None => None,
+    };
     let served = tonic::transport::Server::builder()
         .layer(crate::deadline::DeadlineLayer)
+        .layer(crate::record::RecordLayer::new(recorder))
         .add_service(
             RuntimeServiceServer::new(runtime)
                 .max_decoding_message_size(MAX_MESSAGE)

@@ -12,4 +12,5 @@ pub mod error;
 pub mod image;
 pub mod instrument;
 mod progress;
+mod record;
 pub mod runtime;

@@ -136,8 +136,9 @@ impl Daemon {
         c.wait().unwrap()
     }
 
+    /// A client as the kubelet's: 16 MiB messages.
     pub async fn runtime(&self) -> RuntimeServiceClient<Channel> {
-        RuntimeServiceClient::new(channel(&self.socket()).await)
+        RuntimeServiceClient::new(channel(&self.socket()).await).max_decoding_message_size(16 << 20)
     }
 
     pub async fn images(&self) -> ImageServiceClient<Channel> {
@@ -177,6 +178,19 @@ impl Drop for Daemon {
                 );
             }
         }
+        // Containers with a PID namespace of their own outlive a killed
+        // monitor: kill what runs in their cgroups (named by container id,
+        // under /berth or the kubelet's pod cgroups).
+        let ids: Vec<String> = std::fs::read_dir(self.root().join("runtime/rootfs"))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !ids.is_empty() {
+            kill_container_cgroups(Path::new("/sys/fs/cgroup/memory"), &ids, 0);
+        }
         let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
             .unwrap_or_default()
             .lines()
@@ -186,6 +200,28 @@ impl Drop for Daemon {
         mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
         for m in mounts {
             let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// SIGKILLs the processes of every cgroup below `dir` named after one of
+/// `ids` (a few levels deep: `kubepods/burstable/pod<uid>/<id>`).
+fn kill_container_cgroups(dir: &Path, ids: &[String], depth: usize) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if !e.path().is_dir() {
+            continue;
+        }
+        let name = e.file_name().to_string_lossy().into_owned();
+        if ids.contains(&name) {
+            let procs = std::fs::read_to_string(e.path().join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        } else if depth < 3 && (depth > 0 || name == "berth" || name == "kubepods") {
+            kill_container_cgroups(&e.path(), ids, depth + 1);
         }
     }
 }

@@ -1,0 +1,235 @@
+//! Recording the CRI calls a client makes (`record_requests` in the
+//! configuration): one JSON line per unary call, with its request and
+//! response in protobuf-JSON and its gRPC status code. The lab kubelet's
+//! calls recorded so become the fixtures the integration tests replay
+//! (`crates/berth/tests/fixtures/kubelet`). A debugging aid: off by
+//! default, and the file holds whatever the client sent.
+//!
+//! For CreateContainer, the kind of every mount's host path (`file`,
+//! `dir`) is recorded too, so that a replay can make the same paths.
+
+use std::fs::File;
+use std::future::Future;
+use std::io::Write;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use berth_cri::methods::{self, Which};
+use bytes::{Bytes, BytesMut};
+use http::{Request, Response};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use tonic::body::Body;
+use tower::{Layer, Service};
+
+/// The file calls are appended to.
+pub struct Recorder {
+    out: Mutex<File>,
+    seq: AtomicU64,
+}
+
+impl Recorder {
+    pub fn create(path: &Path) -> std::io::Result<Recorder> {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        tracing::warn!(path = %path.display(), "recording every CRI call (record_requests)");
+        Ok(Recorder {
+            out: Mutex::new(out),
+            seq: AtomicU64::new(0),
+        })
+    }
+
+    fn write(&self, method: &str, request: &[u8], response: &[u8], code: i32) {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let decode = |which, body: &[u8]| {
+            first_message(body)
+                .map(|m| methods::decode(method, which, m).map_err(|e| e.to_string()))
+        };
+        let mut line = serde_json::json!({ "seq": seq, "method": method, "code": code });
+        match decode(Which::Request, request) {
+            Some(Ok(v)) => line["request"] = v,
+            Some(Err(e)) => line["error"] = e.into(),
+            None => {}
+        }
+        if code == 0 {
+            if let Some(Ok(v)) = decode(Which::Response, response) {
+                line["response"] = v;
+            }
+        }
+        if method == "CreateContainer" {
+            line["hostPaths"] = host_paths(&line["request"]);
+        }
+        let mut text = line.to_string();
+        text.push('\n');
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = out.write_all(text.as_bytes()) {
+            tracing::warn!(error = %e, "recording a CRI call");
+        }
+    }
+}
+
+/// The first length-prefixed gRPC message of a body.
+fn first_message(body: &[u8]) -> Option<&[u8]> {
+    let len = u32::from_be_bytes(body.get(1..5)?.try_into().ok()?) as usize;
+    body.get(5..5 + len)
+}
+
+fn host_paths(request: &serde_json::Value) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for m in request["config"]["mounts"].as_array().into_iter().flatten() {
+        if let Some(p) = m["hostPath"].as_str() {
+            let kind = match std::fs::metadata(p) {
+                Ok(md) if md.is_dir() => "dir",
+                Ok(_) => "file",
+                Err(_) => "missing",
+            };
+            out.insert(p.to_string(), kind.into());
+        }
+    }
+    out.into()
+}
+
+/// The layer, for `tonic::transport::Server::layer`; passes calls through
+/// untouched when there is no recorder.
+#[derive(Clone, Default)]
+pub struct RecordLayer {
+    recorder: Option<Arc<Recorder>>,
+}
+
+impl RecordLayer {
+    pub fn new(recorder: Option<Recorder>) -> RecordLayer {
+        RecordLayer {
+            recorder: recorder.map(Arc::new),
+        }
+    }
+}
+
+impl<S> Layer<S> for RecordLayer {
+    type Service = Record<S>;
+
+    fn layer(&self, inner: S) -> Record<S> {
+        Record {
+            inner,
+            recorder: self.recorder.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Record<S> {
+    inner: S,
+    recorder: Option<Arc<Recorder>>,
+}
+
+impl<S> Service<Request<Body>> for Record<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let method = methods::name_of(req.uri().path());
+        let (Some(recorder), Some(method)) = (self.recorder.clone(), method) else {
+            return Box::pin(self.inner.call(req));
+        };
+        // The ready service answers this call; a clone waits for the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            let request = body
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            let req =
+                Request::from_parts(parts, Body::new(http_body_util::Full::new(request.clone())));
+            let resp = inner.call(req).await?;
+            let (parts, body) = resp.into_parts();
+            let header_code = grpc_status(&parts.headers);
+            let tapped = Tap {
+                inner: body,
+                data: BytesMut::new(),
+                done: Some(Box::new(move |data: &[u8], trailer_code: Option<i32>| {
+                    let code = trailer_code.or(header_code).unwrap_or(0);
+                    recorder.write(method, &request, data, code);
+                })),
+            };
+            Ok(Response::from_parts(parts, Body::new(tapped)))
+        })
+    }
+}
+
+fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
+    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
+type Done = Box<dyn FnOnce(&[u8], Option<i32>) + Send>;
+
+/// A response body passed through unchanged, its data kept for the record.
+struct Tap {
+    inner: Body,
+    data: BytesMut,
+    done: Option<Done>,
+}
+
+impl Tap {
+    fn finish(&mut self, code: Option<i32>) {
+        if let Some(done) = self.done.take() {
+            done(&self.data, code);
+        }
+    }
+}
+
+impl http_body::Body for Tap {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    let d = d.clone();
+                    self.data.extend_from_slice(&d);
+                } else if let Some(t) = frame.trailers_ref() {
+                    let code = grpc_status(t);
+                    self.finish(code);
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.finish(None),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        self.finish(None);
+    }
+}
