@@ -339,6 +339,60 @@ const STEPS: [&str; 8] = [
     "pod + container from scratch",
 ];
 
+/// Clients calling ListContainerStats in a loop during the Status probe.
+const STATS_CLIENTS: usize = 10;
+/// How long the load runs.
+const LOAD_FOR: Duration = Duration::from_secs(5);
+
+/// Status latencies (one call every 20 ms, as a busy kubelet's health and
+/// PLEG checks would not even need) while [`STATS_CLIENTS`] clients call
+/// ListContainerStats back to back; both sets of latencies.
+async fn status_under_stats_load(
+    rt: &RuntimeServiceClient<Channel>,
+) -> (Vec<Duration>, Vec<Duration>) {
+    let stop = Instant::now() + LOAD_FOR;
+    let mut loaders = Vec::new();
+    for _ in 0..STATS_CLIENTS {
+        let mut rt = rt.clone().max_decoding_message_size(16 << 20);
+        loaders.push(tokio::spawn(async move {
+            let mut took = Vec::new();
+            while Instant::now() < stop {
+                let t = Instant::now();
+                rt.list_container_stats(cri::ListContainerStatsRequest::default())
+                    .await
+                    .expect("ListContainerStats");
+                took.push(t.elapsed());
+            }
+            took
+        }));
+    }
+    let mut rt = rt.clone();
+    let mut status = Vec::new();
+    while Instant::now() < stop {
+        let t = Instant::now();
+        rt.status(cri::StatusRequest::default())
+            .await
+            .expect("Status");
+        status.push(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut stats = Vec::new();
+    for l in loaders {
+        stats.extend(l.await.unwrap());
+    }
+    (status, stats)
+}
+
+/// The `q` quantile in ms, and the number of samples.
+fn stats_of(v: &mut [Duration], q: f64) -> (f64, usize) {
+    v.sort();
+    if v.is_empty() {
+        return (0.0, 0);
+    }
+    let i = ((v.len() as f64 - 1.0) * q).round() as usize;
+    (v[i].as_secs_f64() * 1e3, v.len())
+}
+
 #[tokio::main]
 async fn main() {
     let a = args();
@@ -477,6 +531,7 @@ async fn main() {
         "memory with {} running pods (one container each), kB",
         a.pods
     );
+    let mut loaded = Vec::new();
     for s in &mut systems {
         let (idle_daemon, _, _) = s.memory();
         let mut running = Vec::new();
@@ -497,9 +552,23 @@ async fn main() {
             helpers.0 as f64 / a.pods as f64,
             helpers.1 as f64 / a.pods as f64,
         );
+        let (status, stats) = status_under_stats_load(&s.rt).await;
+        loaded.push((s.name, status, stats));
         for (pod, c) in running {
             s.tear_down(pod, c, false).await;
         }
+    }
+    println!(
+        "Status while {STATS_CLIENTS} clients call ListContainerStats in a loop, {} running containers (ms)",
+        a.pods
+    );
+    for (name, mut status, mut stats) in loaded {
+        let (s50, _) = stats_of(&mut status, 0.5);
+        let (s99, n) = stats_of(&mut status, 0.99);
+        let (l50, calls) = stats_of(&mut stats, 0.5);
+        println!(
+            "  {name:<10} Status p50 {s50:>7.2} p99 {s99:>7.2} ({n} calls) | ListContainerStats p50 {l50:>7.2} ({calls} calls)"
+        );
     }
     let _ = daemon.kill();
     let _ = daemon.wait();

@@ -1551,3 +1551,97 @@ async fn exec_output_fits_in_a_cri_message() {
     stop_remove_pod(&mut e, &pod).await;
     assert_no_leaks(&e, &[pod, c]);
 }
+
+/// A daemon killed after the monitor created a container but before its
+/// record was written: at the next start the container is deleted through
+/// its monitor (its process killed), and its root filesystem released.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_container_created_without_a_record_is_deleted_at_start() {
+    let mut e = env().await;
+    let (pod, c) = running_pod(&mut e, "unrecorded").await;
+    let pid = container_info(&mut e, &c).await["pid"].as_i64().unwrap();
+    e.d.kill9();
+    std::fs::remove_file(
+        e.d.root()
+            .join("runtime/containers")
+            .join(format!("{c}.json")),
+    )
+    .unwrap();
+    e.d.spawn();
+    e.rt = e.d.runtime().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z")) {
+        assert!(
+            Instant::now() < deadline,
+            "the unrecorded container still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let listed =
+        e.rt.list_containers(cri::ListContainersRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .containers;
+    assert!(listed.is_empty(), "{listed:?}");
+    stop_remove_pod(&mut e, &pod).await;
+    assert_no_leaks(&e, &[pod, c]);
+}
+
+/// A host-network pod shares the node's UTS namespace: a host name of its
+/// own is refused (containerd refuses it too), the node's is accepted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_network_pod_cannot_rename_the_node() {
+    let mut e = env().await;
+    let logs = e.d.dir.path().join("logs");
+    let host_net = |name: &str, hostname: &str| {
+        let mut c = pod_config(name, &logs.join(name));
+        c.hostname = hostname.to_string();
+        c.linux = Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    network: cri::NamespaceMode::Node as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        c
+    };
+    let renamed = host_net("renamed", "not-the-node");
+    let err = try_run_pod(&mut e, renamed, "").await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("not-the-node"), "{err:?}");
+    let node = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let same = host_net("same", node.trim());
+    let pod = run_pod_with(&mut e, same, "").await;
+    stop_remove_pod(&mut e, &pod).await;
+    assert_no_leaks(&e, &[pod]);
+}
+
+/// ExecSync waits for the command's output to end, not only for the
+/// command: a background child still holding it past the exec's timeout is
+/// reported (containerd's behaviour), while one that lets go in time is
+/// waited for.
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_waits_for_output_held_by_a_child() {
+    let mut e = env().await;
+    let (pod, c) = running_pod(&mut e, "drain").await;
+    let r = exec(
+        &mut e,
+        &c,
+        &["sh", "-c", "(sleep 1; echo late) & echo now"],
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "now\nlate\n");
+    let err = exec(&mut e, &c, &["sh", "-c", "sleep 60 & echo now"], 3)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("still held open"), "{err:?}");
+    stop_remove_pod(&mut e, &pod).await;
+    assert_no_leaks(&e, &[pod, c]);
+}

@@ -436,6 +436,10 @@ fn start(mon: &Shared, id: &str) -> Reply {
             format!("starting container {id}: {why}"),
         );
     }
+    // Taken before the process may run: a process that exits at once is
+    // reaped (finished_at) before start returns, and started_at must not
+    // come after finished_at.
+    let started_at = now_ns();
     let started = mon.borrow().runner.start(id);
     if let Err(e) = started {
         return fail(ErrorKind::Internal, e.to_string());
@@ -449,7 +453,7 @@ fn start(mon: &Shared, id: &str) -> Reply {
     if c.state.status == Status::Created {
         c.state.status = Status::Running;
     }
-    c.state.started_at = now_ns();
+    c.state.started_at = started_at;
     persist(&dir, &c.state);
     Reply::State(c.state.clone())
 }
@@ -682,6 +686,7 @@ async fn exec(mon: &Shared, id: &str, process: serde_json::Value, timeout_secs: 
         })
     });
     let mut timed_out = false;
+    let began = std::time::Instant::now();
     let code = if timeout_secs == 0 {
         rx.await.unwrap_or(-1)
     } else {
@@ -699,11 +704,45 @@ async fn exec(mon: &Shared, id: &str, process: serde_json::Value, timeout_secs: 
             }
         }
     };
+    // A child of the command may still hold its output. As containerd,
+    // wait for the output to end, within what is left of the exec's
+    // timeout (without one, for as long as it takes), and say so when it
+    // does not: the caller gets an error, not a result cut short. After a
+    // timeout the process was killed: what was read is returned.
+    let drain = if timed_out {
+        Some(DRAIN)
+    } else if timeout_secs > 0 {
+        Some(
+            Duration::from_secs(timeout_secs)
+                .saturating_sub(began.elapsed())
+                .max(DRAIN),
+        )
+    } else {
+        None
+    };
+    let mut held = false;
     for mut r in readers {
-        // A child of the exec may hold the pipe: return what we have.
-        if tokio::time::timeout(DRAIN, &mut r).await.is_err() {
+        let done = match drain {
+            Some(d) => tokio::time::timeout(d, &mut r).await.is_ok(),
+            None => {
+                let _ = (&mut r).await;
+                true
+            }
+        };
+        if !done {
             r.abort();
+            held = true;
         }
+    }
+    if held && !timed_out {
+        return fail(
+            ErrorKind::FailedPrecondition,
+            format!(
+                "the command exited ({code}) but its output is still held open by another \
+                 process (a background child) after {:?}",
+                drain.unwrap_or_default()
+            ),
+        );
     }
     let stdout = stdout.take();
     let stderr = stderr.take();

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use berth_cri::runtime::v1 as cri;
 use berth_monitor::client::ClientError;
-use berth_monitor::protocol::{Request, State, Status};
+use berth_monitor::protocol::{paths, Request, State, Status};
 use berth_snapshot::{Overlay, OverlaySpec};
 use nix::sys::signal::Signal;
 use oci_spec::runtime::Spec;
@@ -1106,6 +1106,35 @@ pub(crate) async fn reconcile(rt: &Runtime) {
         let id = e.file_name().to_string_lossy().into_owned();
         if !known.contains(&id) {
             let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+    // A daemon killed between the monitor's Create and the record leaves a
+    // container only its monitor knows: it is deleted through the monitor.
+    let pods: Vec<SandboxRecord> = rt
+        .read_index()
+        .pods
+        .values()
+        .filter(|p| p.monitor_alive())
+        .cloned()
+        .collect();
+    for pod in pods {
+        let states = paths::states(&pod.pod_dir(rt));
+        for e in std::fs::read_dir(&states).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(id) = name.strip_suffix(".json") else {
+                continue;
+            };
+            if known.contains(id) {
+                continue;
+            }
+            tracing::warn!(container = %id, pod = %pod.id, "deleting a container an interrupted CreateContainer left in its monitor");
+            if let Err(err) = pod
+                .monitor(rt)
+                .done_call(&Request::Delete { id: id.to_string() })
+                .await
+            {
+                tracing::warn!(container = %id, error = %err, "deleting an unrecorded container");
+            }
         }
     }
     let orphans: Vec<String> = {
