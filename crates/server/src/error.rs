@@ -12,12 +12,15 @@ pub enum ServerError {
     Runtime(#[from] berth_runtime::Error),
     #[error("{0}")]
     InvalidArgument(String),
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl ServerError {
     pub fn code(&self) -> Code {
         match self {
             ServerError::InvalidArgument(_) => Code::InvalidArgument,
+            ServerError::Internal(_) => Code::Internal,
             ServerError::Runtime(e) => match e.kind() {
                 berth_runtime::Kind::InvalidArgument => Code::InvalidArgument,
                 berth_runtime::Kind::NotFound => Code::NotFound,

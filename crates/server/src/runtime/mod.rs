@@ -31,6 +31,15 @@ impl Runtime {
     }
 }
 
+/// Runs file-reading work in the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ServerError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ServerError::Internal(format!("a blocking task failed: {e}")))
+}
+
 fn required<T>(v: Option<T>, what: &str) -> Result<T, ServerError> {
     v.ok_or_else(|| ServerError::InvalidArgument(format!("{what} is required")))
 }
@@ -265,10 +274,11 @@ impl RuntimeService for Runtime {
         req: Request<cri::ContainerStatsRequest>,
     ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
         let r = req.into_inner();
-        call("ContainerStats", Kind::Read, async {
-            Ok(cri::ContainerStatsResponse {
-                stats: Some(self.rt.container_stats(&r.container_id)?),
-            })
+        let rt = self.rt.clone();
+        call("ContainerStats", Kind::Read, async move {
+            // cgroup files of the container: read off the async workers.
+            let stats = blocking(move || rt.container_stats(&r.container_id)).await??;
+            Ok(cri::ContainerStatsResponse { stats: Some(stats) })
         })
         .await
     }
@@ -278,10 +288,12 @@ impl RuntimeService for Runtime {
         req: Request<cri::ListContainerStatsRequest>,
     ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
         let r = req.into_inner();
-        call("ListContainerStats", Kind::Read, async {
-            Ok(cri::ListContainerStatsResponse {
-                stats: self.rt.list_container_stats(r.filter.as_ref()),
-            })
+        let rt = self.rt.clone();
+        call("ListContainerStats", Kind::Read, async move {
+            // cgroup files of every container: read off the async workers,
+            // so that Status and the rest never wait behind them.
+            let stats = blocking(move || rt.list_container_stats(r.filter.as_ref())).await?;
+            Ok(cri::ListContainerStatsResponse { stats })
         })
         .await
     }

@@ -8,7 +8,16 @@ use super::Runtime;
 use crate::error::Result;
 
 pub(super) async fn status(rt: &Runtime, req: cri::StatusRequest) -> Result<cri::StatusResponse> {
-    let network = match rt.rt.network_ready() {
+    // The CNI configuration and the handlers' binaries are looked up on
+    // disk: off the async workers, so that a busy node answers Status at once.
+    let runtime = rt.rt.clone();
+    let (ready, handlers) =
+        tokio::task::spawn_blocking(move || (runtime.network_ready(), runtime.handlers()))
+            .await
+            .map_err(|e| {
+                crate::error::ServerError::Internal(format!("a blocking task failed: {e}"))
+            })?;
+    let network = match ready {
         Ok(()) => cri::RuntimeCondition {
             r#type: "NetworkReady".into(),
             status: true,
@@ -43,9 +52,7 @@ pub(super) async fn status(rt: &Runtime, req: cri::StatusRequest) -> Result<cri:
             serde_json::Value::String(rt.rt.pod_cidr()).to_string(),
         );
     }
-    let runtime_handlers = rt
-        .rt
-        .handlers()
+    let runtime_handlers = handlers
         .into_iter()
         .map(|name| cri::RuntimeHandler {
             features: Some(cri::RuntimeHandlerFeatures {
