@@ -1347,12 +1347,8 @@ async fn missing_command_fails_start_with_runc() {
 #[tokio::test(flavor = "multi_thread")]
 async fn unreadable_records_are_quarantined_and_their_pods_left_alone() {
     let mut e = env().await;
-    let pod_a = run_pod(&mut e, "corrupt", "").await;
-    let a = create(&mut e, &pod_a, "a", &["sleep", "1000"]).await;
-    start(&mut e, &a).await;
-    let pod_b = run_pod(&mut e, "future", "").await;
-    let b = create(&mut e, &pod_b, "b", &["sleep", "1000"]).await;
-    start(&mut e, &b).await;
+    let (pod_a, a) = running_pod(&mut e, "corrupt").await;
+    let (pod_b, b) = running_pod(&mut e, "future").await;
     let pids: Vec<i64> = vec![
         container_info(&mut e, &a).await["pid"].as_i64().unwrap(),
         container_info(&mut e, &b).await["pid"].as_i64().unwrap(),
