@@ -1641,3 +1641,29 @@ async fn exec_waits_for_output_held_by_a_child() {
     stop_remove_pod(&mut e, &pod).await;
     assert_no_leaks(&e, &[pod, c]);
 }
+
+/// UpdatePodSandboxResources (the kubelet's in-place pod resize) succeeds
+/// for a pod that exists, and is NotFound otherwise.
+#[tokio::test(flavor = "multi_thread")]
+async fn pod_resources_update() {
+    let mut e = env().await;
+    let pod = run_pod(&mut e, "resize", "").await;
+    let update = |id: &str| cri::UpdatePodSandboxResourcesRequest {
+        pod_sandbox_id: id.into(),
+        resources: Some(cri::LinuxContainerResources {
+            cpu_shares: 512,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    e.rt.update_pod_sandbox_resources(update(&pod))
+        .await
+        .unwrap();
+    let err =
+        e.rt.update_pod_sandbox_resources(update("0123456789abcdef"))
+            .await
+            .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    stop_remove_pod(&mut e, &pod).await;
+    assert_no_leaks(&e, &[pod]);
+}

@@ -200,6 +200,16 @@ impl Runtime {
         Ok(idx.pods.get(&full).cloned())
     }
 
+    /// UpdatePodSandboxResources: the kubelet tells the runtime a pod's new
+    /// resources after it resized the pod's cgroup itself. As in containerd
+    /// without NRI plugins there is nothing of the runtime's to change: the
+    /// pod must exist, and the call is logged.
+    pub fn update_pod_resources(&self, id: &str) -> Result<()> {
+        let pod = self.get_pod(id)?;
+        tracing::debug!(pod = %pod.id, "pod resources updated by the kubelet");
+        Ok(())
+    }
+
     pub(crate) fn get_pod(&self, id: &str) -> Result<SandboxRecord> {
         self.find_pod(id)?
             .ok_or_else(|| Error::NotFound(format!("pod sandbox {id}")))

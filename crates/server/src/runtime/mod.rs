@@ -84,6 +84,18 @@ impl RuntimeService for Runtime {
         .await
     }
 
+    async fn update_pod_sandbox_resources(
+        &self,
+        req: Request<cri::UpdatePodSandboxResourcesRequest>,
+    ) -> Result<Response<cri::UpdatePodSandboxResourcesResponse>, Status> {
+        let r = req.into_inner();
+        call("UpdatePodSandboxResources", Kind::Mutation, async {
+            self.rt.update_pod_resources(&r.pod_sandbox_id)?;
+            Ok(cri::UpdatePodSandboxResourcesResponse {})
+        })
+        .await
+    }
+
     async fn run_pod_sandbox(
         &self,
         req: Request<cri::RunPodSandboxRequest>,
