@@ -15,6 +15,20 @@ else
   echo "fuzz.sh: no nightly toolchain; using stable with RUSTC_BOOTSTRAP=1"
   fuzz() { RUSTC_BOOTSTRAP=1 cargo fuzz "$@"; }
 fi
+# Layer seeds: small real tar streams (files, links, whiteouts, a link that
+# climbs out), uncompressed (first byte 0), so that the fuzzer starts from
+# headers the applier accepts rather than from random bytes.
+if [ -z "$(ls -A fuzz/corpus/layer 2>/dev/null)" ]; then
+  mkdir -p fuzz/corpus/layer
+  seed=$(mktemp -d)
+  mkdir -p "$seed/d/sub" && echo hi > "$seed/d/f" && ln -s ../../etc "$seed/d/up"
+  ln "$seed/d/f" "$seed/d/hard" && touch "$seed/d/.wh.gone" "$seed/d/sub/.wh..wh..opq"
+  for parts in d d/f d/up d/hard "d/.wh.gone d/sub"; do
+    # shellcheck disable=SC2086
+    { printf '\0'; tar -C "$seed" -cf - $parts; } > "fuzz/corpus/layer/seed-$(echo "$parts" | tr ' /.' '___')"
+  done
+  rm -rf "$seed"
+fi
 for t in $(fuzz list); do
   if [ -d "fuzz/regressions/$t" ] && [ -n "$(ls -A "fuzz/regressions/$t")" ]; then
     fuzz run "$t" "fuzz/regressions/$t" -- -runs=0 >/dev/null 2>&1 \
