@@ -307,6 +307,8 @@ pub fn snapshot_count(daemon: &Daemon) -> usize {
 pub struct TestNetwork {
     pub bridge: String,
     pub conf_dir: PathBuf,
+    /// The CNI network's name (portmap tags its iptables rules with it).
+    pub name: String,
 }
 
 impl TestNetwork {
@@ -317,9 +319,10 @@ impl TestNetwork {
         let subnet = format!("10.{}.{}.0/24", 100 + (n >> 24) % 100, (n >> 8) % 250);
         let conf_dir = dir.join("cni");
         std::fs::create_dir_all(&conf_dir).unwrap();
+        let name = format!("berth-test-{n:08x}");
         let conf = serde_json::json!({
             "cniVersion": "1.0.0",
-            "name": format!("berth-test-{n:08x}"),
+            "name": name,
             "plugins": [
                 {
                     "type": "bridge",
@@ -337,7 +340,11 @@ impl TestNetwork {
             ]
         });
         std::fs::write(conf_dir.join("10-test.conflist"), conf.to_string()).unwrap();
-        TestNetwork { bridge, conf_dir }
+        TestNetwork {
+            bridge,
+            conf_dir,
+            name,
+        }
     }
 
     /// Interfaces attached to the bridge (the pods' host-side veths).
@@ -354,11 +361,45 @@ impl TestNetwork {
 }
 
 impl Drop for TestNetwork {
+    /// Also after a failed test, whose pods never had CNI DEL: the bridge,
+    /// and the hostPort rules portmap tagged with this network's name.
     fn drop(&mut self) {
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge])
             .stderr(Stdio::null())
             .status();
+        let rules = Command::new("iptables")
+            .args(["-t", "nat", "-S"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let tag = format!("\\\"{}\\\"", self.name);
+        let mut chains = Vec::new();
+        for rule in rules.lines().filter(|l| l.contains(&tag)) {
+            let Some(rest) = rule.strip_prefix("-A ") else {
+                continue;
+            };
+            chains.extend(
+                rest.split_whitespace()
+                    .skip_while(|w| *w != "-j")
+                    .nth(1)
+                    .map(str::to_string),
+            );
+            let _ = Command::new("sh")
+                .arg("-c")
+                .arg(format!("iptables -t nat -D {rest}"))
+                .stderr(Stdio::null())
+                .status();
+        }
+        for chain in chains.iter().filter(|c| c.starts_with("CNI-DN-")) {
+            for args in [["-F", chain.as_str()], ["-X", chain.as_str()]] {
+                let _ = Command::new("iptables")
+                    .args(["-t", "nat"])
+                    .args(args)
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
     }
 }
 
