@@ -53,21 +53,32 @@ async fn push_images(reg: &Registry) {
         .unwrap();
 }
 
-/// Removes the kubelet's QoS and pod cgroups the runtimes created as
-/// parents (the kubelet removes them; here nobody else would). Only empty
-/// directories under `kubepods` are removed.
+/// Removes the kubelet's pod cgroups (the parents the runtimes created
+/// for the containers) as the kubelet does after RemovePodSandbox: each
+/// must be removable, nothing of Berth's may keep it busy. The QoS levels
+/// above are removed too when empty (nobody else would here).
 fn remove_pod_cgroups(parents: &[String]) {
+    let mut busy = Vec::new();
     for ctl in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
         for parent in parents {
             let mut dir = ctl.path().join(parent.trim_start_matches('/'));
-            while dir.starts_with(ctl.path().join("kubepods")) {
-                if std::fs::remove_dir(&dir).is_err() {
-                    break;
+            if let Err(e) = std::fs::remove_dir(&dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    busy.push(format!("{}: {e}", dir.display()));
                 }
+                continue;
+            }
+            dir.pop();
+            while dir.starts_with(ctl.path().join("kubepods")) && std::fs::remove_dir(&dir).is_ok()
+            {
                 dir.pop();
             }
         }
     }
+    assert!(
+        busy.is_empty(),
+        "pod cgroups the kubelet could not remove: {busy:?}"
+    );
 }
 
 async fn replay(fixture: &str) {
