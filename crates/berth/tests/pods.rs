@@ -1256,6 +1256,17 @@ async fn pod_init_gives_a_container_nothing() {
     assert!(listed.is_empty(), "the pod init's root shows {listed:?}");
     let (_, env, _) = sh("cat /proc/1/environ; echo").await;
     assert_eq!(env.trim(), "", "environment of the pod init");
+    // Its only open files are /dev/null, as stdin, stdout and stderr.
+    let (_, fds, _) = sh("for f in /proc/1/fd/*; do echo \"$f $(readlink $f)\"; done").await;
+    assert_eq!(
+        fds.lines().collect::<Vec<_>>(),
+        [
+            "/proc/1/fd/0 /dev/null",
+            "/proc/1/fd/1 /dev/null",
+            "/proc/1/fd/2 /dev/null"
+        ],
+        "{fds}"
+    );
     let (_, cmdline, _) = sh("tr '\\0' ' ' < /proc/1/cmdline").await;
     assert_eq!(cmdline.trim(), "berth-pause --die-with-parent");
     let (code, out, _) = sh("/ptrace 1").await;

@@ -69,6 +69,20 @@ pub(crate) fn exec(status: OwnedFd, die_with_parent: bool) -> ! {
             ),
         );
     }
+    // Nothing of the monitor's stays open: stdin, stdout and stderr (the
+    // daemon's pipe, the monitor's log) become /dev/null, the rest is closed.
+    match File::options().read(true).write(true).open("/dev/null") {
+        Ok(null) => {
+            for target in 0..3 {
+                // SAFETY: dup2 onto the standard fds, which no Rust object
+                // in this forked child uses any more.
+                if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), target) } < 0 {
+                    fail(status, "redirecting the standard fds to /dev/null");
+                }
+            }
+        }
+        Err(e) => fail(status, &format!("opening /dev/null: {e}")),
+    }
     crate::pod::close_from(STATUS_FD as u32 + 1);
     let mut argv = vec![CString::new(ARGV0).expect("no NUL")];
     if die_with_parent {
