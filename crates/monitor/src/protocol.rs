@@ -121,9 +121,9 @@ impl Request {
         const SLACK: Duration = Duration::from_secs(40);
         match self {
             Request::Ping => Some(Duration::from_secs(5)),
-            Request::Create { .. } | Request::Delete { .. } | Request::Shutdown => {
-                Some(Duration::from_secs(120))
-            }
+            Request::Create { .. } | Request::Delete { .. } => Some(Duration::from_secs(120)),
+            // Every container killed and deleted.
+            Request::Shutdown => Some(Duration::from_secs(90)),
             Request::Start { .. } | Request::ReopenLog { .. } => Some(Duration::from_secs(60)),
             Request::Stop { timeout_secs, .. } => {
                 Some(Duration::from_secs(*timeout_secs).saturating_add(SLACK))

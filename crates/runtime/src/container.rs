@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::Duration;
 
 use berth_cri::runtime::v1 as cri;
 use berth_monitor::client::ClientError;
@@ -25,9 +24,6 @@ use crate::error::{io, Error, Result};
 use crate::idmap::IdmappedMounts;
 use crate::sandbox::SandboxRecord;
 use crate::{now_ns, resolve_prefix, Runtime};
-
-/// Slack on top of the stop timeout for the monitor's answer.
-const STOP_SLACK: Duration = Duration::from_secs(45);
 
 /// Who the container runs as (for ContainerStatus.user).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -707,18 +703,15 @@ impl Runtime {
             signal: signal as i32,
             timeout_secs,
         };
-        let call = client.state_call(&req);
-        match tokio::time::timeout(Duration::from_secs(timeout_secs) + STOP_SLACK, call).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(ClientError::Remote {
+        // Bounded by the request's deadline: the grace period, SIGKILL and
+        // reaping (Request::deadline); past it, DeadlineExceeded.
+        match client.state_call(&req).await {
+            Ok(_)
+            | Err(ClientError::Remote {
                 kind: berth_monitor::protocol::ErrorKind::NotFound,
                 ..
-            })) => Ok(()),
-            Ok(Err(e)) => Err(e.into()),
-            Err(_) => Err(Error::DeadlineExceeded(format!(
-                "container {} did not stop in time",
-                rec.id
-            ))),
+            }) => Ok(()),
+            Err(e) => Err(e.into()),
         }
     }
 

@@ -56,6 +56,8 @@ struct Inner {
     layout: cgroups::Layout,
     /// What the host's cgroups offer containers (read once at start).
     cgroup: berth_oci::CgroupSupport,
+    /// Records in quarantine, listed once by `restore`.
+    quarantine: std::sync::OnceLock<Vec<QuarantinedRecord>>,
     /// Writable-layer usage by container, refreshed in the background.
     layer_usage: Mutex<HashMap<String, stats::LayerUsage>>,
     /// The node's pod CIDRs from UpdateRuntimeConfig (comma-separated, as
@@ -132,6 +134,7 @@ impl Runtime {
                 cgroup: cgroups::support(layout),
                 pod_cidr: std::sync::Mutex::default(),
                 layer_usage: Mutex::default(),
+                quarantine: std::sync::OnceLock::new(),
                 grantable: berth_oci::caps::grantable(),
                 cpu_samples: Mutex::default(),
             }),
@@ -146,9 +149,10 @@ impl Runtime {
         self.quarantine("pod", &self.inner.pod_records, bad)?;
         let (containers, bad) = self.inner.container_records.load_all::<ContainerRecord>()?;
         self.quarantine("container", &self.inner.container_records, bad)?;
-        let quarantined: Vec<QuarantinedRecord> = self
+        let _ = self.inner.quarantine.set(self.list_quarantined());
+        let quarantined: Vec<&QuarantinedRecord> = self
             .quarantined()
-            .into_iter()
+            .iter()
             .filter(|q| q.kind != "image")
             .collect();
         if !quarantined.is_empty() {
@@ -268,7 +272,12 @@ impl Runtime {
     /// Pod, container and image records in quarantine: unreadable when
     /// Berth started (corrupt, or written by a newer Berth). Their objects
     /// are never touched, and no image layer present at start is collected.
-    pub fn quarantined(&self) -> Vec<QuarantinedRecord> {
+    /// Read once, at start: nothing enters quarantine later.
+    pub fn quarantined(&self) -> &[QuarantinedRecord] {
+        self.inner.quarantine.get().map_or(&[], Vec::as_slice)
+    }
+
+    fn list_quarantined(&self) -> Vec<QuarantinedRecord> {
         let list = |kind: &'static str, dir: &RecordDir| {
             dir.quarantined()
                 .unwrap_or_else(|e| {
@@ -294,9 +303,9 @@ impl Runtime {
     /// The ids of quarantined records of `kind` (`pod`, `container`).
     fn quarantined_ids(&self, kind: &str) -> std::collections::HashSet<String> {
         self.quarantined()
-            .into_iter()
+            .iter()
             .filter(|q| q.kind == kind)
-            .map(|q| q.record.key)
+            .map(|q| q.record.key.clone())
             .collect()
     }
 

@@ -25,8 +25,6 @@ use crate::{now_ns, resolve_binary, resolve_prefix, Runtime};
 
 /// How long a new monitor may take to set the pod up.
 const MONITOR_START: Duration = Duration::from_secs(30);
-/// How long a monitor may take to kill its containers and exit.
-const MONITOR_SHUTDOWN: Duration = Duration::from_secs(90);
 
 /// A process identified by pid and start time (pids are reused).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -451,13 +449,9 @@ impl Runtime {
             };
             let client = rec.monitor(self);
             if client.ping().await {
-                let shut =
-                    tokio::time::timeout(MONITOR_SHUTDOWN, client.done_call(&Request::Shutdown))
-                        .await;
-                match shut {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::warn!(pod = %rec.id, error = %e, "monitor shutdown"),
-                    Err(_) => tracing::warn!(pod = %rec.id, "monitor did not shut down in time"),
+                // Bounded by the request's deadline (Request::deadline).
+                if let Err(e) = client.done_call(&Request::Shutdown).await {
+                    tracing::warn!(pod = %rec.id, error = %e, "monitor shutdown");
                 }
             } else {
                 // Wedged (a stuck OCI runtime, a stopped process): it is
@@ -754,8 +748,7 @@ async fn remove_unrecorded_pods(rt: &Runtime) {
         let dir = rt.pod_dir(&id);
         let client = Client::new(&dir);
         if client.ping().await {
-            let _ =
-                tokio::time::timeout(MONITOR_SHUTDOWN, client.done_call(&Request::Shutdown)).await;
+            let _ = client.done_call(&Request::Shutdown).await;
         }
         let netns = rt.inner.state.join("netns").join(&id);
         if netns.exists() {
