@@ -64,6 +64,8 @@ pub struct Config {
     pub runtimes: BTreeMap<String, RuntimeHandler>,
     /// Pods and containers.
     pub pod: PodConfig,
+    /// The streaming server (exec, attach, port-forward URLs).
+    pub stream: StreamConfig,
     /// Appends every unary CRI call (request, response, status) to this
     /// file as JSON lines: a debugging aid, and how the kubelet fixtures of
     /// the tests are recorded. Off by default.
@@ -90,6 +92,31 @@ impl Default for Config {
                 },
             )]),
             pod: PodConfig::default(),
+            stream: StreamConfig::default(),
+        }
+    }
+}
+
+/// The streaming server that Exec, Attach and PortForward URLs point at.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamConfig {
+    /// The address it listens on: loopback by default, as containerd's
+    /// (the kubelet on the same node proxies clients to it).
+    pub address: std::net::IpAddr,
+    /// Its TCP port; 0 picks a free one at start.
+    pub port: u16,
+    /// A stream with no traffic for this long is closed.
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            address: std::net::IpAddr::from([127, 0, 0, 1]),
+            port: 0,
+            idle_timeout: Duration::from_secs(4 * 3600),
         }
     }
 }
@@ -303,6 +330,11 @@ impl Config {
         if self.image.max_concurrent_downloads == 0 {
             return Err(Error::Invalid(
                 "image.max_concurrent_downloads must be at least 1".into(),
+            ));
+        }
+        if self.stream.idle_timeout.is_zero() {
+            return Err(Error::Invalid(
+                "stream.idle_timeout must be positive".into(),
             ));
         }
         if self.image.image_pull_progress_timeout.is_zero() {

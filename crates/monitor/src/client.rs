@@ -2,10 +2,15 @@
 
 use std::path::{Path, PathBuf};
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-use crate::protocol::{paths, ErrorKind, ExecResult, Reply, Request, State};
+use std::os::fd::{AsFd, OwnedFd};
+
+use tokio::io::Interest;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+
+use crate::protocol::{paths, ErrorKind, ExecResult, FdRole, Reply, Request, State};
 
 /// Why a call to a monitor failed.
 #[derive(Debug, thiserror::Error)]
@@ -53,46 +58,60 @@ impl Client {
     /// Sends one request and waits for its answer, at most
     /// [`Request::deadline`].
     pub async fn call(&self, req: &Request) -> Result<Reply, ClientError> {
+        Self::bounded(req, self.call_unbounded(req)).await
+    }
+
+    fn unreachable(&self) -> impl Fn(std::io::Error) -> ClientError {
+        let socket = paths::socket(&self.dir);
+        move |source| ClientError::Unreachable {
+            socket: socket.clone(),
+            source,
+        }
+    }
+
+    /// A new connection with `req` sent on it.
+    async fn send(&self, req: &Request) -> Result<UnixStream, ClientError> {
+        let unreachable = self.unreachable();
+        let dir = std::fs::File::open(&self.dir).map_err(&unreachable)?;
+        let mut conn = UnixStream::connect(paths::short(&dir, paths::SOCKET))
+            .await
+            .map_err(&unreachable)?;
+        drop(dir);
+        let mut line = serde_json::to_vec(req).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        line.push(b'\n');
+        conn.write_all(&line).await.map_err(&unreachable)?;
+        Ok(conn)
+    }
+
+    /// Within the request's deadline.
+    async fn bounded<T>(
+        req: &Request,
+        work: impl std::future::Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
         match req.deadline() {
-            Some(after) => tokio::time::timeout(after, self.call_unbounded(req))
-                .await
-                .map_err(|_| ClientError::Timeout {
-                    request: req.name(),
-                    after,
-                })?,
-            None => self.call_unbounded(req).await,
+            Some(after) => {
+                tokio::time::timeout(after, work)
+                    .await
+                    .map_err(|_| ClientError::Timeout {
+                        request: req.name(),
+                        after,
+                    })?
+            }
+            None => work.await,
         }
     }
 
     async fn call_unbounded(&self, req: &Request) -> Result<Reply, ClientError> {
-        let socket = paths::socket(&self.dir);
-        let unreachable = |source| ClientError::Unreachable {
-            socket: socket.clone(),
-            source,
-        };
-        let dir = std::fs::File::open(&self.dir).map_err(unreachable)?;
-        let mut conn = UnixStream::connect(paths::short(&dir, paths::SOCKET))
-            .await
-            .map_err(unreachable)?;
-        drop(dir);
-        let mut line = serde_json::to_vec(req).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        line.push(b'\n');
-        conn.write_all(&line).await.map_err(unreachable)?;
+        let unreachable = self.unreachable();
+        let conn = self.send(req).await?;
         let mut answer = String::new();
         BufReader::new(conn)
             .read_line(&mut answer)
             .await
-            .map_err(unreachable)?;
-        if answer.is_empty() {
-            return Err(unreachable(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the monitor closed the connection without answering",
-            )));
-        }
-        match serde_json::from_str(&answer) {
-            Ok(Reply::Error { kind, message }) => Err(ClientError::Remote { kind, message }),
-            Ok(reply) => Ok(reply),
-            Err(e) => Err(ClientError::Protocol(format!("{e}: {answer:?}"))),
+            .map_err(&unreachable)?;
+        match parse_reply(&answer) {
+            Err(ClientError::Unreachable { source, .. }) => Err(unreachable(source)),
+            other => other,
         }
     }
 
@@ -119,6 +138,60 @@ impl Client {
         }
     }
 
+    /// Starts a streaming exec ([`Request::ExecStream`]): the process's
+    /// stdio, and the connection that owns it.
+    pub async fn exec_stream(&self, req: &Request) -> Result<ExecStream, ClientError> {
+        Self::bounded(req, async {
+            let conn = self.send(req).await?;
+            let mut fds = Vec::new();
+            let line = read_line_with_fds(&conn, &mut fds)
+                .await
+                .map_err(self.unreachable())?;
+            match parse_reply(&line)? {
+                Reply::Started { pid, fds: roles } if roles.len() == fds.len() => Ok(ExecStream {
+                    pid,
+                    stdio: roles.into_iter().zip(fds).collect(),
+                    conn,
+                }),
+                other => Err(ClientError::Protocol(format!("{other:?}"))),
+            }
+        })
+        .await
+    }
+
+    /// Opens an attach session ([`Request::Attach`]).
+    pub async fn attach(&self, req: &Request) -> Result<AttachSession, ClientError> {
+        Self::bounded(req, async {
+            let conn = self.send(req).await?;
+            // Byte by byte up to the line's end: frames follow it.
+            let mut line = Vec::new();
+            let mut byte = [0u8; 1];
+            let mut conn = conn;
+            loop {
+                match conn.read(&mut byte).await.map_err(self.unreachable())? {
+                    0 => break,
+                    _ if byte[0] == b'\n' => break,
+                    _ => line.push(byte[0]),
+                }
+                if line.len() > 64 << 10 {
+                    return Err(ClientError::Protocol("an endless answer".into()));
+                }
+            }
+            match parse_reply(&String::from_utf8_lossy(&line))? {
+                Reply::Attached { tty } => {
+                    let (reader, writer) = conn.into_split();
+                    Ok(AttachSession {
+                        tty,
+                        reader,
+                        writer,
+                    })
+                }
+                other => Err(ClientError::Protocol(format!("{other:?}"))),
+            }
+        })
+        .await
+    }
+
     /// Whether the monitor answers.
     pub async fn ping(&self) -> bool {
         matches!(self.call(&Request::Ping).await, Ok(Reply::Pong { .. }))
@@ -130,4 +203,88 @@ impl Client {
         let data = std::fs::read(paths::state(&self.dir, id)).ok()?;
         serde_json::from_slice(&data).ok()
     }
+}
+
+/// One answer line, errors as [`ClientError::Remote`].
+fn parse_reply(answer: &str) -> Result<Reply, ClientError> {
+    if answer.is_empty() {
+        return Err(ClientError::Unreachable {
+            socket: PathBuf::new(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the monitor closed the connection without answering",
+            ),
+        });
+    }
+    match serde_json::from_str(answer) {
+        Ok(Reply::Error { kind, message }) => Err(ClientError::Remote { kind, message }),
+        Ok(reply) => Ok(reply),
+        Err(e) => Err(ClientError::Protocol(format!("{e}: {answer:?}"))),
+    }
+}
+
+/// Reads one line (and the descriptors sent with it) without reading past
+/// it: the monitor sends nothing else until the process exits.
+async fn read_line_with_fds(conn: &UnixStream, fds: &mut Vec<OwnedFd>) -> std::io::Result<String> {
+    let mut line = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !line.ends_with(b"\n") {
+        conn.readable().await?;
+        match conn.try_io(Interest::READABLE, || {
+            crate::fdpass::recv(conn.as_fd(), &mut buf, fds)
+        }) {
+            Ok(0) => break,
+            Ok(n) => line.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+        if line.len() > 64 << 10 {
+            return Err(std::io::Error::other("an endless answer"));
+        }
+    }
+    Ok(String::from_utf8_lossy(&line).trim_end().to_string())
+}
+
+/// A process started by [`Client::exec_stream`]. Dropping it before
+/// [`ExecStream::wait`] has answered kills the process.
+#[derive(Debug)]
+pub struct ExecStream {
+    pub pid: i32,
+    /// Its stdin (write), stdout and stderr (read), or its terminal.
+    pub stdio: Vec<(FdRole, OwnedFd)>,
+    conn: UnixStream,
+}
+
+impl ExecStream {
+    /// Takes the descriptor of `role`.
+    pub fn take(&mut self, role: FdRole) -> Option<OwnedFd> {
+        let at = self.stdio.iter().position(|(r, _)| *r == role)?;
+        Some(self.stdio.swap_remove(at).1)
+    }
+
+    /// Waits for the process to exit; its exit code.
+    pub async fn wait(&mut self) -> Result<i32, ClientError> {
+        let mut line = String::new();
+        BufReader::new(&mut self.conn)
+            .read_line(&mut line)
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                socket: PathBuf::new(),
+                source,
+            })?;
+        match parse_reply(&line)? {
+            Reply::Exited { exit_code } => Ok(exit_code),
+            other => Err(ClientError::Protocol(format!("{other:?}"))),
+        }
+    }
+}
+
+/// A session opened by [`Client::attach`]: [`crate::protocol::frame`]s
+/// both ways. Dropping it ends the session.
+#[derive(Debug)]
+pub struct AttachSession {
+    /// The container's stdio is a terminal.
+    pub tty: bool,
+    pub reader: OwnedReadHalf,
+    pub writer: OwnedWriteHalf,
 }

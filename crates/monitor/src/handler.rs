@@ -132,8 +132,14 @@ impl Runner {
     }
 
     /// Starts `process` (an OCI process JSON file) in the running container;
-    /// returns its pid once it has been executed.
-    pub fn exec(&self, exec: Exec<'_>, stdio: Stdio3) -> Result<i32, HandlerError> {
+    /// returns its pid once it has been executed, and with `tty` the master
+    /// of the terminal it got (its stdio then; `stdio` is not used).
+    pub fn exec(
+        &self,
+        exec: Exec<'_>,
+        stdio: Stdio3,
+        tty: bool,
+    ) -> Result<(i32, Option<OwnedFd>), HandlerError> {
         let Exec {
             id,
             init,
@@ -149,19 +155,36 @@ impl Runner {
                 let text = std::fs::read(process).map_err(|e| err("reading the process", e))?;
                 let process =
                     serde_json::from_slice(&text).map_err(|e| err("parsing the process", e))?;
-                crate::nsexec::exec(init, seccomp, process, stdio)
+                let (ours, theirs) = match tty {
+                    true => {
+                        let (a, b) = std::os::unix::net::UnixStream::pair()
+                            .map_err(|e| err("socketpair", e))?;
+                        (Some(a), Some(OwnedFd::from(b)))
+                    }
+                    false => (None, None),
+                };
+                let pid = crate::nsexec::exec(init, seccomp, process, stdio, theirs)?;
+                let master = ours.map(|s| receive_master(&s)).transpose()?;
+                Ok((pid, master))
             }
             Runner::Oci { path, root } => {
                 let log = pid_file.with_extension("log");
-                let status = Command::new(path)
-                    .arg("--root")
+                let console = tty
+                    .then(|| ConsoleSocket::bind(&pid_file.with_extension("sock")))
+                    .transpose()?;
+                let mut cmd = Command::new(path);
+                cmd.arg("--root")
                     .arg(root)
                     .arg("--log")
                     .arg(&log)
                     .args(["--log-format", "json", "exec", "--detach", "--pid-file"])
                     .arg(pid_file)
                     .arg("--process")
-                    .arg(process)
+                    .arg(process);
+                if let Some(c) = &console {
+                    cmd.arg("--tty").arg("--console-socket").arg(&c.path);
+                }
+                let status = cmd
                     .arg(id)
                     .stdin(Stdio::from(stdio.stdin))
                     .stdout(Stdio::from(stdio.stdout))
@@ -169,7 +192,11 @@ impl Runner {
                     .status()
                     .map_err(|e| err(&format!("running {}", path.display()), e))?;
                 let result = if status.success() {
-                    read_pid(pid_file)
+                    let pid = read_pid(pid_file);
+                    match console.map(|c| c.receive()).transpose() {
+                        Ok(master) => pid.map(|p| (p, master)),
+                        Err(e) => Err(e),
+                    }
                 } else {
                     Err(HandlerError(format!(
                         "{} exec: {}",
@@ -338,6 +365,77 @@ fn last_error(log: &Path) -> Option<String> {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|v| v["level"] == "error")
         .and_then(|v| v["msg"].as_str().map(str::to_string))
+}
+
+/// A listening socket an OCI runtime's `--console-socket` connects to, to
+/// send the master of the terminal it created in the container. Removed
+/// when dropped.
+struct ConsoleSocket {
+    /// Where it is.
+    real: PathBuf,
+    /// What the runtime is given: a short path through this process's
+    /// descriptor of the directory (`sockaddr_un` takes 108 bytes).
+    path: PathBuf,
+    listener: std::os::unix::net::UnixListener,
+    _dir: File,
+}
+
+impl ConsoleSocket {
+    fn bind(real: &Path) -> Result<ConsoleSocket, HandlerError> {
+        use std::os::fd::AsRawFd;
+        let _ = std::fs::remove_file(real);
+        let (Some(parent), Some(name)) = (real.parent(), real.file_name()) else {
+            return Err(HandlerError(format!("bad socket path {}", real.display())));
+        };
+        let dir =
+            File::open(parent).map_err(|e| err(&format!("opening {}", parent.display()), e))?;
+        let through =
+            |who: &str| PathBuf::from(format!("/proc/{who}/fd/{}", dir.as_raw_fd())).join(name);
+        let listener = std::os::unix::net::UnixListener::bind(through("self"))
+            .map_err(|e| err(&format!("binding {}", real.display()), e))?;
+        Ok(ConsoleSocket {
+            real: real.to_path_buf(),
+            path: through(&std::process::id().to_string()),
+            listener,
+            _dir: dir,
+        })
+    }
+
+    /// The master the runtime sent; it has exited, so its connection is
+    /// waiting in the backlog or was never made.
+    fn receive(self) -> Result<OwnedFd, HandlerError> {
+        self.listener
+            .set_nonblocking(true)
+            .map_err(|e| err("console socket", e))?;
+        let (conn, _) = self
+            .listener
+            .accept()
+            .map_err(|e| err("the runtime sent no terminal", e))?;
+        receive_master(&conn)
+    }
+}
+
+impl Drop for ConsoleSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.real);
+    }
+}
+
+/// The terminal master sent on `sock` by a process that has already sent
+/// it (or died): never waits.
+fn receive_master(sock: &std::os::unix::net::UnixStream) -> Result<OwnedFd, HandlerError> {
+    use std::os::fd::AsFd;
+    sock.set_nonblocking(true)
+        .map_err(|e| err("console socket", e))?;
+    let mut buf = [0u8; 256];
+    let mut fds = Vec::new();
+    match crate::fdpass::recv(sock.as_fd(), &mut buf, &mut fds) {
+        Ok(_) if !fds.is_empty() => Ok(fds.swap_remove(0)),
+        Ok(_) => Err(HandlerError(
+            "no terminal came with the console message".into(),
+        )),
+        Err(e) => Err(err("receiving the terminal", e)),
+    }
 }
 
 /// `/dev/null` for stdin.

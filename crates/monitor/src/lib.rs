@@ -10,12 +10,14 @@
 //! with the messages in [`protocol`].
 
 pub mod client;
+pub mod fdpass;
 mod handler;
 mod memory;
 mod nsexec;
 pub mod pause;
 mod pod;
 pub mod protocol;
+pub mod pty;
 mod server;
 mod sigchld;
 

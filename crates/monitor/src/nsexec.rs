@@ -129,12 +129,16 @@ fn plan(
 }
 
 /// Starts `process` in the container whose init is `init`; returns its pid
-/// (a child of the monitor once the intermediate child has exited).
+/// (a child of the monitor once the intermediate child has exited). With
+/// `console` (a unix socket), the process gets a new terminal of the
+/// container's devpts as its controlling terminal and stdio, and the
+/// master goes out on `console` before the command is executed.
 pub fn exec(
     init: i32,
     seccomp: Option<LinuxSeccomp>,
     process: Process,
     stdio: Stdio3,
+    console: Option<OwnedFd>,
 ) -> Result<i32, HandlerError> {
     let plan = plan(init, seccomp, process)?;
     let (err_r, err_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
@@ -145,12 +149,13 @@ pub fn exec(
         ForkResult::Child => {
             drop(err_r);
             drop(pid_r);
-            intermediate(&plan, stdio, err_w, pid_w)
+            intermediate(&plan, stdio, console, err_w, pid_w)
         }
         ForkResult::Parent { child } => {
             drop(err_w);
             drop(pid_w);
             drop(stdio);
+            drop(console);
             // The intermediate exits as soon as it has forked the process.
             let _ = nix::sys::wait::waitpid(child, None);
             let mut buf = [0u8; 4];
@@ -174,7 +179,13 @@ fn die(err: &OwnedFd, what: &str, e: impl std::fmt::Display) -> ! {
     fork::exit(127)
 }
 
-fn intermediate(plan: &Plan, stdio: Stdio3, err: OwnedFd, pid_w: OwnedFd) -> ! {
+fn intermediate(
+    plan: &Plan,
+    stdio: Stdio3,
+    console: Option<OwnedFd>,
+    err: OwnedFd,
+    pid_w: OwnedFd,
+) -> ! {
     let me = std::process::id().to_string();
     for procs in &plan.cgroup_procs {
         if let Err(e) = std::fs::write(procs, &me) {
@@ -199,17 +210,50 @@ fn intermediate(plan: &Plan, stdio: Stdio3, err: OwnedFd, pid_w: OwnedFd) -> ! {
         }
         Ok(ForkResult::Child) => {
             drop(pid_w);
-            process(plan, stdio, err)
+            process(plan, stdio, console, err)
         }
     }
 }
 
-fn process(plan: &Plan, stdio: Stdio3, err: OwnedFd) -> ! {
+fn process(plan: &Plan, stdio: Stdio3, console: Option<OwnedFd>, err: OwnedFd) -> ! {
     use libcontainer::syscall::syscall::create_syscall;
     let syscall = create_syscall();
-    for (fd, target) in [(&stdio.stdin, 0), (&stdio.stdout, 1), (&stdio.stderr, 2)] {
-        if fork::dup2(fd.as_raw_fd(), target).is_err() {
+    let terminal = match &console {
+        None => None,
+        Some(socket) => {
+            let (master, slave) = match crate::pty::open() {
+                Ok(p) => p,
+                Err(e) => die(&err, "opening a terminal in the container", e),
+            };
+            if let Err(e) = crate::fdpass::send(socket.as_fd(), b"pty", &[master.as_fd()]) {
+                die(&err, "sending the terminal to the monitor", e);
+            }
+            // Its owner is the process's user, as a login terminal's.
+            let _ = nix::unistd::fchown(
+                &slave,
+                Some(Uid::from_raw(plan.uid)),
+                Some(Gid::from_raw(plan.gid)),
+            );
+            Some(slave)
+        }
+    };
+    drop(console);
+    let fds = match &terminal {
+        Some(t) => [t.as_raw_fd(); 3],
+        None => [
+            stdio.stdin.as_raw_fd(),
+            stdio.stdout.as_raw_fd(),
+            stdio.stderr.as_raw_fd(),
+        ],
+    };
+    for (fd, target) in fds.into_iter().zip(0..) {
+        if fork::dup2(fd, target).is_err() {
             die(&err, "setting up stdio", std::io::Error::last_os_error());
+        }
+    }
+    if let Some(t) = &terminal {
+        if let Err(e) = crate::pty::become_session_leader(t.as_fd()) {
+            die(&err, "making the terminal the controlling one", e);
         }
     }
     if let Err(e) = std::env::set_current_dir(&plan.cwd) {

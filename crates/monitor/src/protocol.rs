@@ -84,6 +84,17 @@ pub enum Request {
         oom_score_adj: Option<i32>,
         /// The memory cgroup directory whose OOM-kill counter tells OOMKilled.
         memory_cgroup: Option<PathBuf>,
+        /// The container reads a stdin that attach sessions write to (else
+        /// `/dev/null`).
+        #[serde(default)]
+        stdin: bool,
+        /// The first attach session that closes stdin closes it for good.
+        #[serde(default)]
+        stdin_once: bool,
+        /// The container's stdio is a terminal (the bundle's
+        /// `process.terminal`); its output is logged as stdout.
+        #[serde(default)]
+        tty: bool,
     },
     /// Starts a created container.
     Start { id: String },
@@ -101,6 +112,26 @@ pub enum Request {
         process: serde_json::Value,
         /// 0 means no timeout.
         timeout_secs: u64,
+    },
+    /// Starts a process in a running container for a streaming exec. The
+    /// answer is [`Reply::Started`], sent with the process's stdio as
+    /// SCM_RIGHTS; the connection then stays open until the monitor writes
+    /// [`Reply::Exited`]. Closing it first kills the process.
+    ExecStream {
+        id: String,
+        /// The OCI `process` object (JSON); `terminal` asks for a pty.
+        process: serde_json::Value,
+        /// The process reads a pipe the caller writes (else `/dev/null`).
+        stdin: bool,
+    },
+    /// Attaches to a container's stdio. The answer is [`Reply::Attached`];
+    /// the connection then carries [`frame`]s both ways until the
+    /// container exits ([`frame::EXIT`]) or the caller closes it.
+    Attach {
+        id: String,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
     },
     /// Opens the container's log file again (after rotation).
     ReopenLog { id: String },
@@ -131,6 +162,9 @@ impl Request {
             Request::Exec {
                 timeout_secs: 0, ..
             } => None,
+            // Until the process runs or the stream is attached; what follows
+            // lasts as long as the caller's stream.
+            Request::ExecStream { .. } | Request::Attach { .. } => Some(Duration::from_secs(60)),
             Request::Exec { timeout_secs, .. } => {
                 Some(Duration::from_secs(*timeout_secs).saturating_add(SLACK))
             }
@@ -145,6 +179,8 @@ impl Request {
             Request::Start { .. } => "Start",
             Request::Stop { .. } => "Stop",
             Request::Exec { .. } => "Exec",
+            Request::ExecStream { .. } => "ExecStream",
+            Request::Attach { .. } => "Attach",
             Request::ReopenLog { .. } => "ReopenLog",
             Request::Delete { .. } => "Delete",
             Request::Shutdown => "Shutdown",
@@ -156,11 +192,83 @@ impl Request {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "reply")]
 pub enum Reply {
-    Pong { pid: i32, pod_init: Option<i32> },
+    Pong {
+        pid: i32,
+        pod_init: Option<i32>,
+    },
     Done,
     State(State),
     Exec(ExecResult),
-    Error { kind: ErrorKind, message: String },
+    /// A streaming exec runs as `pid`; its stdio arrives with this line, one
+    /// descriptor per entry of `fds`, in that order.
+    Started {
+        pid: i32,
+        fds: Vec<FdRole>,
+    },
+    /// The streaming exec's process exited.
+    Exited {
+        exit_code: i32,
+    },
+    /// An attach session began; `tty` tells whether the container's stdio
+    /// is a terminal (one output stream, resizable).
+    Attached {
+        tty: bool,
+    },
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
+}
+
+/// What a descriptor passed with [`Reply::Started`] is.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FdRole {
+    /// The write end of the process's stdin.
+    Stdin,
+    /// The read end of its stdout.
+    Stdout,
+    /// The read end of its stderr.
+    Stderr,
+    /// The master side of its terminal: stdin, stdout and window size.
+    Pty,
+}
+
+/// The binary frames of an attach session, after [`Reply::Attached`]:
+/// one byte of kind, a big-endian `u32` length, then that many bytes.
+pub mod frame {
+    /// Caller to monitor: bytes for the container's stdin.
+    pub const STDIN: u8 = 0;
+    /// Monitor to caller: the container's stdout (or terminal output).
+    pub const STDOUT: u8 = 1;
+    /// Monitor to caller: the container's stderr.
+    pub const STDERR: u8 = 2;
+    /// Monitor to caller: the container exited; the payload is its exit
+    /// code as a big-endian `i32`. The last frame.
+    pub const EXIT: u8 = 3;
+    /// Caller to monitor: this session is done with stdin (a
+    /// `stdin_once` container's stdin is then closed).
+    pub const CLOSE_STDIN: u8 = 4;
+    /// Caller to monitor: the terminal's new size, width then height, two
+    /// big-endian `u16`.
+    pub const RESIZE: u8 = 5;
+    /// The header: kind and length.
+    pub const HEADER: usize = 5;
+    /// The largest payload either side sends or accepts.
+    pub const MAX_PAYLOAD: usize = 64 * 1024;
+
+    /// A frame's header.
+    pub fn header(kind: u8, len: usize) -> [u8; HEADER] {
+        let n = (len as u32).to_be_bytes();
+        [kind, n[0], n[1], n[2], n[3]]
+    }
+
+    /// Kind and length from a header; `None` for a length over
+    /// [`MAX_PAYLOAD`].
+    pub fn parse_header(h: &[u8; HEADER]) -> Option<(u8, usize)> {
+        let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize;
+        (len <= MAX_PAYLOAD).then_some((h[0], len))
+    }
 }
 
 /// How a failed request should be reported.

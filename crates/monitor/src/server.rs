@@ -22,11 +22,13 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::pipe;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{oneshot, watch, Notify};
+use tokio::sync::{broadcast, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::handler::{dev_null, Exec, Runner, Stdio3};
 use crate::protocol::{paths, ErrorKind, ExecResult, Reply, Request, State, Status};
+
+mod stream;
 
 /// The most output an exec returns per stream; the rest is dropped. Both
 /// streams together stay under the 16 MiB gRPC message limit of the CRI
@@ -58,6 +60,13 @@ struct Container {
     /// The OCI runtime holds state for it (its create succeeded): delete
     /// must go through the runtime.
     in_runtime: bool,
+    /// Its output as it is logged, for attach sessions.
+    output: broadcast::Sender<(u8, Rc<[u8]>)>,
+    /// The write end of its stdin, while it has one.
+    stdin: Option<Rc<pipe::Sender>>,
+    stdin_once: bool,
+    /// The master of its terminal (containers with `tty`).
+    pty: Option<Rc<OwnedFd>>,
 }
 
 enum Owner {
@@ -151,6 +160,20 @@ async fn handle(mon: Shared, conn: UnixStream) {
     let mut quit_after = false;
     let mut spawned = false;
     let reply = match serde_json::from_str::<Request>(&line) {
+        Ok(Request::ExecStream { id, process, stdin }) => {
+            stream::exec(&mon, &id, process, stdin, rd, wr).await;
+            crate::memory::give_back();
+            return;
+        }
+        Ok(Request::Attach {
+            id,
+            stdin,
+            stdout,
+            stderr,
+        }) => {
+            stream::attach(&mon, &id, [stdin, stdout, stderr], rd, wr).await;
+            return;
+        }
         Ok(req) => {
             quit_after = matches!(req, Request::Shutdown);
             spawned = matches!(
@@ -192,7 +215,18 @@ async fn dispatch(mon: &Shared, req: Request) -> Reply {
             log_path,
             oom_score_adj,
             memory_cgroup,
-        } => create(mon, id, &bundle, log_path, oom_score_adj, memory_cgroup),
+            stdin,
+            stdin_once,
+            tty: _,
+        } => create(
+            mon,
+            id,
+            &bundle,
+            log_path,
+            oom_score_adj,
+            memory_cgroup,
+            (stdin, stdin_once),
+        ),
         Request::Start { id } => start(mon, &id),
         Request::Stop {
             id,
@@ -206,6 +240,11 @@ async fn dispatch(mon: &Shared, req: Request) -> Reply {
         } => exec(mon, &id, process, timeout_secs).await,
         Request::ReopenLog { id } => reopen(mon, &id),
         Request::Delete { id } => delete(mon, &id).await,
+        // Served by `handle`, which gives them the connection.
+        Request::ExecStream { .. } | Request::Attach { .. } => fail(
+            ErrorKind::InvalidArgument,
+            "a streaming request needs its connection",
+        ),
         Request::Shutdown => shutdown(mon).await,
     }
 }
@@ -246,6 +285,7 @@ fn create(
     log_path: Option<PathBuf>,
     oom_score_adj: Option<i32>,
     memory_cgroup: Option<PathBuf>,
+    (stdin, stdin_once): (bool, bool),
 ) -> Reply {
     if mon.borrow().containers.contains_key(&id) {
         return fail(
@@ -269,10 +309,20 @@ fn create(
         }
         None => None,
     };
-    let (stdio, out_r, err_r) = match output_pipes() {
+    let (mut stdio, out_r, err_r) = match output_pipes() {
         Ok(p) => p,
         Err(e) => return fail(ErrorKind::Internal, format!("creating pipes: {e}")),
     };
+    let mut stdin_w = None;
+    if stdin {
+        match rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC) {
+            Ok((r, w)) => {
+                stdio.stdin = r;
+                stdin_w = Some(w);
+            }
+            Err(e) => return fail(ErrorKind::Internal, format!("creating pipes: {e}")),
+        }
+    }
     let created = mon.borrow().runner.create(&id, bundle, stdio);
     let pid = match created {
         Ok(pid) => pid,
@@ -297,13 +347,27 @@ fn create(
         }
     }
     let ooms_before = memory_cgroup.as_deref().map(oom_kills).unwrap_or(0);
+    let (output, _) = broadcast::channel(stream::ATTACH_BACKLOG);
     let mut pumps = Vec::new();
     for (fd, stream) in [(out_r, Stream::Stdout), (err_r, Stream::Stderr)] {
         match pipe::Receiver::from_owned_fd(fd) {
-            Ok(rx) => pumps.push(tokio::task::spawn_local(pump(rx, stream, log.clone()))),
+            Ok(rx) => pumps.push(tokio::task::spawn_local(pump(
+                rx,
+                stream,
+                log.clone(),
+                output.clone(),
+            ))),
             Err(e) => eprintln!("berth monitor: output pipe of {id}: {e}"),
         }
     }
+    let stdin = match stdin_w.map(pipe::Sender::from_owned_fd) {
+        Some(Ok(tx)) => Some(Rc::new(tx)),
+        Some(Err(e)) => {
+            eprintln!("berth monitor: stdin pipe of {id}: {e}");
+            None
+        }
+        None => None,
+    };
     let state = created_state(&id, Some(pid));
     let (exited, _) = watch::channel(false);
     mon.borrow_mut().owners.insert(pid, Owner::Init(id.clone()));
@@ -319,6 +383,10 @@ fn create(
             bundle: bundle.to_path_buf(),
             start_error: None,
             in_runtime: true,
+            output,
+            stdin,
+            stdin_once,
+            pty: None,
         },
     )
 }
@@ -338,6 +406,10 @@ fn created_without_process(mon: &Shared, id: String, bundle: &Path, why: String)
             bundle: bundle.to_path_buf(),
             start_error: Some(why),
             in_runtime: false,
+            output: broadcast::channel(1).0,
+            stdin: None,
+            stdin_once: false,
+            pty: None,
         },
     )
 }
@@ -365,7 +437,12 @@ fn register(mon: &Shared, c: Container) -> Reply {
     Reply::State(state)
 }
 
-async fn pump(rx: pipe::Receiver, stream: Stream, log: Option<Rc<RefCell<LogWriter>>>) {
+async fn pump(
+    rx: pipe::Receiver,
+    stream: Stream,
+    log: Option<Rc<RefCell<LogWriter>>>,
+    output: broadcast::Sender<(u8, Rc<[u8]>)>,
+) {
     // Every container has two of these for its whole life, idle nearly all
     // of it: the read buffer lives on the stack of `copy_out`, only while
     // there is output to copy, not in the task.
@@ -373,7 +450,7 @@ async fn pump(rx: pipe::Receiver, stream: Stream, log: Option<Rc<RefCell<LogWrit
         if rx.readable().await.is_err() {
             break;
         }
-        match copy_out(&rx, stream, log.as_deref()) {
+        match copy_out(&rx, stream, log.as_deref(), &output) {
             Ok(0) => break,
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -390,9 +467,17 @@ fn copy_out(
     rx: &pipe::Receiver,
     stream: Stream,
     log: Option<&RefCell<LogWriter>>,
+    output: &broadcast::Sender<(u8, Rc<[u8]>)>,
 ) -> io::Result<usize> {
     let mut buf = [0u8; 8192];
     let n = rx.try_read(&mut buf)?;
+    if n > 0 && output.receiver_count() > 0 {
+        let kind = match stream {
+            Stream::Stdout => crate::protocol::frame::STDOUT,
+            Stream::Stderr => crate::protocol::frame::STDERR,
+        };
+        let _ = output.send((kind, Rc::from(&buf[..n])));
+    }
     if let Some(log) = log.filter(|_| n > 0) {
         if let Err(e) = log
             .borrow_mut()
@@ -502,6 +587,8 @@ async fn finish(mon: Shared, id: String, code: i32) {
         let Some(c) = m.containers.get_mut(&id) else {
             return;
         };
+        // Nothing reads it any more.
+        c.stdin = None;
         (std::mem::take(&mut c.pumps), c.memory_cgroup.clone())
     };
     // What the init left behind (in a PID namespace shared with other
@@ -613,52 +700,87 @@ fn state_of(mon: &Shared, id: &str) -> Reply {
     }
 }
 
-async fn exec(mon: &Shared, id: &str, process: serde_json::Value, timeout_secs: u64) -> Reply {
-    let (init, bundle) = match mon.borrow().containers.get(id) {
-        Some(c) if c.state.status == Status::Running && !*c.exited.borrow() => {
-            (c.state.pid.unwrap_or(0), c.bundle.clone())
+/// Where an exec's process file and pid file go, once the container is
+/// known to run.
+struct ExecFiles {
+    init: i32,
+    bundle: PathBuf,
+    process: PathBuf,
+    pid: PathBuf,
+}
+
+impl ExecFiles {
+    fn prepare(mon: &Shared, id: &str, process: &serde_json::Value) -> Result<ExecFiles, Reply> {
+        let (init, bundle) = match mon.borrow().containers.get(id) {
+            Some(c) if c.state.status == Status::Running && !*c.exited.borrow() => {
+                (c.state.pid.unwrap_or(0), c.bundle.clone())
+            }
+            Some(c) => {
+                return Err(fail(
+                    ErrorKind::FailedPrecondition,
+                    format!("container {id} is not running ({:?})", c.state.status),
+                ))
+            }
+            None => return Err(not_found(id)),
+        };
+        let (dir, seq) = {
+            let mut m = mon.borrow_mut();
+            m.exec_seq += 1;
+            (m.dir.join("exec"), m.exec_seq)
+        };
+        let files = ExecFiles {
+            init,
+            bundle,
+            process: dir.join(format!("{seq}.json")),
+            pid: dir.join(format!("{seq}.pid")),
+        };
+        let written = std::fs::create_dir_all(&dir)
+            .and_then(|_| std::fs::write(&files.process, process.to_string()));
+        if let Err(e) = written {
+            return Err(fail(
+                ErrorKind::Internal,
+                format!("writing {}: {e}", files.process.display()),
+            ));
         }
-        Some(c) => {
-            return fail(
-                ErrorKind::FailedPrecondition,
-                format!("container {id} is not running ({:?})", c.state.status),
-            )
-        }
-        None => return not_found(id),
-    };
-    let (dir, seq) = {
-        let mut m = mon.borrow_mut();
-        m.exec_seq += 1;
-        (m.dir.join("exec"), m.exec_seq)
-    };
-    let process_file = dir.join(format!("{seq}.json"));
-    let pid_file = dir.join(format!("{seq}.pid"));
-    let written = std::fs::create_dir_all(&dir)
-        .and_then(|_| std::fs::write(&process_file, process.to_string()));
-    if let Err(e) = written {
-        return fail(
-            ErrorKind::Internal,
-            format!("writing {}: {e}", process_file.display()),
-        );
+        Ok(files)
     }
+
+    /// Starts the process through the runner (the process file is removed).
+    fn run(
+        &self,
+        mon: &Shared,
+        id: &str,
+        stdio: Stdio3,
+        tty: bool,
+    ) -> Result<(i32, Option<OwnedFd>), Reply> {
+        let started = mon.borrow().runner.exec(
+            Exec {
+                id,
+                init: self.init,
+                bundle: &self.bundle,
+                process: &self.process,
+                pid_file: &self.pid,
+            },
+            stdio,
+            tty,
+        );
+        let _ = std::fs::remove_file(&self.process);
+        started.map_err(|e| fail(ErrorKind::Internal, e.to_string()))
+    }
+}
+
+async fn exec(mon: &Shared, id: &str, process: serde_json::Value, timeout_secs: u64) -> Reply {
+    let files = match ExecFiles::prepare(mon, id, &process) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     let (stdio, out_r, err_r) = match output_pipes() {
         Ok(p) => p,
         Err(e) => return fail(ErrorKind::Internal, format!("creating pipes: {e}")),
     };
-    let started = mon.borrow().runner.exec(
-        Exec {
-            id,
-            init,
-            bundle: &bundle,
-            process: &process_file,
-            pid_file: &pid_file,
-        },
-        stdio,
-    );
-    let _ = std::fs::remove_file(&process_file);
-    let pid = match started {
-        Ok(pid) => pid,
-        Err(e) => return fail(ErrorKind::Internal, e.to_string()),
+    let pid = match files.run(mon, id, stdio, false) {
+        Ok((pid, _)) => pid,
+        Err(r) => return r,
     };
     let (tx, rx) = oneshot::channel();
     mon.borrow_mut().owners.insert(pid, Owner::Exec(tx));

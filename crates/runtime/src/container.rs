@@ -220,7 +220,7 @@ impl Runtime {
         }
     }
 
-    fn bundle(&self, id: &str) -> PathBuf {
+    pub(crate) fn bundle(&self, id: &str) -> PathBuf {
         self.inner.state.join("containers").join(id)
     }
 
@@ -247,7 +247,22 @@ impl Runtime {
         Ok(())
     }
 
-    fn pod_of(&self, rec: &ContainerRecord) -> Option<SandboxRecord> {
+    /// A container and its pod, whose monitor must be alive (exec, attach).
+    pub(crate) fn container_and_live_pod(
+        &self,
+        id: &str,
+    ) -> Result<(ContainerRecord, SandboxRecord)> {
+        let rec = self.get_container(id)?;
+        let pod = self
+            .pod_of(&rec)
+            .filter(|p| p.monitor_alive())
+            .ok_or_else(|| {
+                Error::FailedPrecondition(format!("container {} is not running", rec.id))
+            })?;
+        Ok((rec, pod))
+    }
+
+    pub(crate) fn pod_of(&self, rec: &ContainerRecord) -> Option<SandboxRecord> {
         self.read_index().pods.get(&rec.sandbox_id).cloned()
     }
 
@@ -477,6 +492,9 @@ impl Runtime {
                 log_path: rec.log_path.clone(),
                 oom_score_adj,
                 memory_cgroup: Some(self.inner.layout.dir("memory", &rec.cgroups_path)),
+                stdin: rec.config.stdin,
+                stdin_once: rec.config.stdin_once,
+                tty: rec.config.tty,
             })
             .await?;
         tracing::debug!(
@@ -837,13 +855,7 @@ impl Runtime {
         if cmd.is_empty() {
             return Err(Error::InvalidArgument("exec: no command given".into()));
         }
-        let rec = self.get_container(id)?;
-        let pod = self
-            .pod_of(&rec)
-            .filter(|p| p.monitor_alive())
-            .ok_or_else(|| {
-                Error::FailedPrecondition(format!("container {} is not running", rec.id))
-            })?;
+        let (rec, pod) = self.container_and_live_pod(id)?;
         let spec_path = self.bundle(&rec.id).join("config.json");
         let spec = Spec::load(&spec_path)
             .map_err(|e| Error::Internal(format!("reading {}: {e}", spec_path.display())))?;

@@ -22,6 +22,7 @@ mod idmap;
 mod podfiles;
 pub mod sandbox;
 mod stats;
+mod stream;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};

@@ -47,6 +47,8 @@ pub enum DaemonError {
     Runtime(#[from] berth_runtime::Error),
     #[error("serving gRPC: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("starting the streaming server: {0}")]
+    Streaming(#[from] berth_streaming::Error),
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> DaemonError + 'a {
@@ -264,8 +266,18 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         "berth daemon serving CRI v1"
     );
 
+    let streaming = berth_streaming::Server::start(
+        berth_streaming::Config {
+            address: std::net::SocketAddr::new(config.stream.address, config.stream.port),
+            idle_timeout: config.stream.idle_timeout,
+        },
+        crate::stream::StreamBackend {
+            rt: runtime.clone(),
+        },
+    )
+    .await?;
     let images = Images::new(images);
-    let runtime = Runtime::new(&config, runtime);
+    let runtime = Runtime::new(&config, runtime, streaming);
     let shutdown = async {
         let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
         let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");

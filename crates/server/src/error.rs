@@ -14,6 +14,8 @@ pub enum ServerError {
     InvalidArgument(String),
     #[error("{0}")]
     Internal(String),
+    #[error(transparent)]
+    Streaming(#[from] berth_streaming::Error),
 }
 
 impl ServerError {
@@ -21,6 +23,8 @@ impl ServerError {
         match self {
             ServerError::InvalidArgument(_) => Code::InvalidArgument,
             ServerError::Internal(_) => Code::Internal,
+            ServerError::Streaming(berth_streaming::Error::Cache(_)) => Code::ResourceExhausted,
+            ServerError::Streaming(_) => Code::Unavailable,
             ServerError::Runtime(e) => match e.kind() {
                 berth_runtime::Kind::InvalidArgument => Code::InvalidArgument,
                 berth_runtime::Kind::NotFound => Code::NotFound,

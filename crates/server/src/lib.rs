@@ -14,3 +14,4 @@ pub mod instrument;
 mod progress;
 mod record;
 pub mod runtime;
+mod stream;

@@ -1,10 +1,11 @@
 //! The CRI RuntimeService: each RPC is a thin wrapper over
 //! [`berth_runtime::Runtime`], run inside [`call`]. RPCs not listed here
-//! (streaming, stats, events, checkpoint) answer UNIMPLEMENTED through the
+//! (stats, events, checkpoint) answer UNIMPLEMENTED through the
 //! generated default methods.
 
 mod runtime_config;
 mod status;
+mod streaming;
 mod version;
 
 use berth_cri::runtime::v1 as cri;
@@ -20,13 +21,20 @@ pub struct Runtime {
     /// The effective configuration, reported by verbose Status.
     pub(crate) config_json: String,
     pub(crate) rt: berth_runtime::Runtime,
+    /// Where Exec, Attach and PortForward URLs point.
+    pub(crate) streaming: berth_streaming::Server<crate::stream::StreamBackend>,
 }
 
 impl Runtime {
-    pub fn new(config: &berth_config::Config, rt: berth_runtime::Runtime) -> Self {
+    pub fn new(
+        config: &berth_config::Config,
+        rt: berth_runtime::Runtime,
+        streaming: berth_streaming::Server<crate::stream::StreamBackend>,
+    ) -> Self {
         Runtime {
             config_json: serde_json::to_string(config).unwrap_or_default(),
             rt,
+            streaming,
         }
     }
 }
@@ -307,6 +315,37 @@ impl RuntimeService for Runtime {
             let stats = blocking(move || rt.list_container_stats(r.filter.as_ref())).await?;
             Ok(cri::ListContainerStatsResponse { stats })
         })
+        .await
+    }
+
+    async fn exec(
+        &self,
+        req: Request<cri::ExecRequest>,
+    ) -> Result<Response<cri::ExecResponse>, Status> {
+        call("Exec", Kind::Read, streaming::exec(self, req.into_inner())).await
+    }
+
+    async fn attach(
+        &self,
+        req: Request<cri::AttachRequest>,
+    ) -> Result<Response<cri::AttachResponse>, Status> {
+        call(
+            "Attach",
+            Kind::Read,
+            streaming::attach(self, req.into_inner()),
+        )
+        .await
+    }
+
+    async fn port_forward(
+        &self,
+        req: Request<cri::PortForwardRequest>,
+    ) -> Result<Response<cri::PortForwardResponse>, Status> {
+        call(
+            "PortForward",
+            Kind::Read,
+            streaming::port_forward(self, req.into_inner()),
+        )
         .await
     }
 
