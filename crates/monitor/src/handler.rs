@@ -65,16 +65,28 @@ impl Runner {
         }
     }
 
-    /// Creates the container; returns its init pid. The init waits for
-    /// [`Runner::start`] before it runs the container's process.
-    pub fn create(&self, id: &str, bundle: &Path, stdio: Stdio3) -> Result<i32, HandlerError> {
-        match self {
+    /// Creates the container; returns its init pid, and with `tty` the
+    /// master of the terminal that is its stdio (then `stdio` is not
+    /// used). The init waits for [`Runner::start`] before it runs the
+    /// container's process.
+    pub fn create(
+        &self,
+        id: &str,
+        bundle: &Path,
+        stdio: Stdio3,
+        tty: bool,
+    ) -> Result<(i32, Option<OwnedFd>), HandlerError> {
+        let console = tty
+            .then(|| ConsoleSocket::bind(&bundle.join("console.sock")))
+            .transpose()?;
+        let pid = match self {
             Runner::Builtin { root } => {
                 adapt_for_libcontainer(bundle)?;
                 std::fs::create_dir_all(root).map_err(|e| err("creating the state dir", e))?;
                 let c = ContainerBuilder::new(id.to_string(), SyscallType::default())
                     .with_root_path(root)
                     .map_err(|e| err("libcontainer", e))?
+                    .with_console_socket(console.as_ref().map(|c| c.path.clone()))
                     .with_stdin(stdio.stdin)
                     .with_stdout(stdio.stdout)
                     .with_stderr(stdio.stderr)
@@ -85,22 +97,26 @@ impl Runner {
                     .map_err(|e| err("creating the container", e))?;
                 c.pid()
                     .map(|p| p.as_raw())
-                    .ok_or_else(|| HandlerError("libcontainer reported no init pid".into()))
+                    .ok_or_else(|| HandlerError("libcontainer reported no init pid".into()))?
             }
             Runner::Oci { path, root } => {
                 let pid_file = bundle.join("init.pid");
                 let _ = std::fs::remove_file(&pid_file);
                 let log = bundle.join("runtime.log");
                 let _ = std::fs::remove_file(&log);
-                let status = Command::new(path)
-                    .arg("--root")
+                let mut cmd = Command::new(path);
+                cmd.arg("--root")
                     .arg(root)
                     .arg("--log")
                     .arg(&log)
                     .args(["--log-format", "json", "create", "--bundle"])
                     .arg(bundle)
                     .arg("--pid-file")
-                    .arg(&pid_file)
+                    .arg(&pid_file);
+                if let Some(c) = &console {
+                    cmd.arg("--console-socket").arg(&c.path);
+                }
+                let status = cmd
                     .arg(id)
                     .stdin(Stdio::from(stdio.stdin))
                     .stdout(Stdio::from(stdio.stdout))
@@ -114,9 +130,11 @@ impl Runner {
                         last_error(&log).unwrap_or_else(|| status.to_string())
                     )));
                 }
-                read_pid(&pid_file)
+                read_pid(&pid_file)?
             }
-        }
+        };
+        let master = console.map(ConsoleSocket::receive).transpose()?;
+        Ok((pid, master))
     }
 
     /// Lets a created container run its process.

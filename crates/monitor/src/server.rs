@@ -27,6 +27,7 @@ use tokio::task::JoinHandle;
 
 use crate::handler::{dev_null, Exec, Runner, Stdio3};
 use crate::protocol::{paths, ErrorKind, ExecResult, Reply, Request, State, Status};
+use crate::pty::Master;
 
 mod stream;
 
@@ -62,11 +63,18 @@ struct Container {
     in_runtime: bool,
     /// Its output as it is logged, for attach sessions.
     output: broadcast::Sender<(u8, Rc<[u8]>)>,
-    /// The write end of its stdin, while it has one.
-    stdin: Option<Rc<pipe::Sender>>,
+    /// Its stdin, while it has one.
+    stdin: Option<Input>,
     stdin_once: bool,
     /// The master of its terminal (containers with `tty`).
-    pty: Option<Rc<OwnedFd>>,
+    pty: Option<Master>,
+}
+
+/// Where a container's stdin is written.
+#[derive(Clone)]
+enum Input {
+    Pipe(Rc<pipe::Sender>),
+    Terminal(Master),
 }
 
 enum Owner {
@@ -217,7 +225,7 @@ async fn dispatch(mon: &Shared, req: Request) -> Reply {
             memory_cgroup,
             stdin,
             stdin_once,
-            tty: _,
+            tty,
         } => create(
             mon,
             id,
@@ -225,7 +233,7 @@ async fn dispatch(mon: &Shared, req: Request) -> Reply {
             log_path,
             oom_score_adj,
             memory_cgroup,
-            (stdin, stdin_once),
+            (stdin, stdin_once, tty),
         ),
         Request::Start { id } => start(mon, &id),
         Request::Stop {
@@ -285,7 +293,7 @@ fn create(
     log_path: Option<PathBuf>,
     oom_score_adj: Option<i32>,
     memory_cgroup: Option<PathBuf>,
-    (stdin, stdin_once): (bool, bool),
+    (stdin, stdin_once, tty): (bool, bool, bool),
 ) -> Reply {
     if mon.borrow().containers.contains_key(&id) {
         return fail(
@@ -314,7 +322,7 @@ fn create(
         Err(e) => return fail(ErrorKind::Internal, format!("creating pipes: {e}")),
     };
     let mut stdin_w = None;
-    if stdin {
+    if stdin && !tty {
         match rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC) {
             Ok((r, w)) => {
                 stdio.stdin = r;
@@ -323,9 +331,9 @@ fn create(
             Err(e) => return fail(ErrorKind::Internal, format!("creating pipes: {e}")),
         }
     }
-    let created = mon.borrow().runner.create(&id, bundle, stdio);
-    let pid = match created {
-        Ok(pid) => pid,
+    let created = mon.borrow().runner.create(&id, bundle, stdio, tty);
+    let (pid, master) = match created {
+        Ok(started) => started,
         Err(e) => {
             let _ = mon.borrow().runner.delete(&id);
             // What the runtime's init printed says why, more than its error.
@@ -349,6 +357,21 @@ fn create(
     let ooms_before = memory_cgroup.as_deref().map(oom_kills).unwrap_or(0);
     let (output, _) = broadcast::channel(stream::ATTACH_BACKLOG);
     let mut pumps = Vec::new();
+    let pty = match master.map(Master::new) {
+        Some(Ok(m)) => Some(m),
+        Some(Err(e)) => {
+            eprintln!("berth monitor: the terminal of {id}: {e}");
+            None
+        }
+        None => None,
+    };
+    if let Some(m) = &pty {
+        pumps.push(tokio::task::spawn_local(pump_terminal(
+            m.clone(),
+            log.clone(),
+            output.clone(),
+        )));
+    }
     for (fd, stream) in [(out_r, Stream::Stdout), (err_r, Stream::Stderr)] {
         match pipe::Receiver::from_owned_fd(fd) {
             Ok(rx) => pumps.push(tokio::task::spawn_local(pump(
@@ -361,11 +384,12 @@ fn create(
         }
     }
     let stdin = match stdin_w.map(pipe::Sender::from_owned_fd) {
-        Some(Ok(tx)) => Some(Rc::new(tx)),
+        Some(Ok(tx)) => Some(Input::Pipe(Rc::new(tx))),
         Some(Err(e)) => {
             eprintln!("berth monitor: stdin pipe of {id}: {e}");
             None
         }
+        None if stdin => pty.clone().map(Input::Terminal),
         None => None,
     };
     let state = created_state(&id, Some(pid));
@@ -386,7 +410,7 @@ fn create(
             output,
             stdin,
             stdin_once,
-            pty: None,
+            pty,
         },
     )
 }
@@ -471,22 +495,50 @@ fn copy_out(
 ) -> io::Result<usize> {
     let mut buf = [0u8; 8192];
     let n = rx.try_read(&mut buf)?;
-    if n > 0 && output.receiver_count() > 0 {
+    deliver(stream, &buf[..n], log, output);
+    Ok(n)
+}
+
+/// Output of a container: to attach sessions and into its log.
+fn deliver(
+    stream: Stream,
+    data: &[u8],
+    log: Option<&RefCell<LogWriter>>,
+    output: &broadcast::Sender<(u8, Rc<[u8]>)>,
+) {
+    if data.is_empty() {
+        return;
+    }
+    if output.receiver_count() > 0 {
         let kind = match stream {
             Stream::Stdout => crate::protocol::frame::STDOUT,
             Stream::Stderr => crate::protocol::frame::STDERR,
         };
-        let _ = output.send((kind, Rc::from(&buf[..n])));
+        let _ = output.send((kind, Rc::from(data)));
     }
-    if let Some(log) = log.filter(|_| n > 0) {
-        if let Err(e) = log
-            .borrow_mut()
-            .write(stream, &buf[..n], chrono::Utc::now())
-        {
+    if let Some(log) = log {
+        if let Err(e) = log.borrow_mut().write(stream, data, chrono::Utc::now()) {
             eprintln!("berth monitor: writing the log: {e}");
         }
     }
-    Ok(n)
+}
+
+/// A terminal's output, logged as stdout, until every slave is closed.
+async fn pump_terminal(
+    mut master: Master,
+    log: Option<Rc<RefCell<LogWriter>>>,
+    output: broadcast::Sender<(u8, Rc<[u8]>)>,
+) {
+    let mut buf = vec![0u8; 8192];
+    loop {
+        match master.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => deliver(Stream::Stdout, &buf[..n], log.as_deref(), &output),
+        }
+    }
+    if let Some(log) = &log {
+        let _ = log.borrow_mut().finish(Stream::Stdout, chrono::Utc::now());
+    }
 }
 
 fn start(mon: &Shared, id: &str) -> Reply {

@@ -164,8 +164,12 @@ async fn write_frame<W: AsyncWrite + Unpin>(wr: &mut W, kind: u8, data: &[u8]) -
     wr.write_all(data).await
 }
 
-/// Writes all of `data` into the container's stdin pipe.
-async fn feed(stdin: &pipe::Sender, mut data: &[u8]) -> io::Result<()> {
+/// Writes all of `data` into the container's stdin.
+async fn feed(stdin: &Input, mut data: &[u8]) -> io::Result<()> {
+    let stdin = match stdin {
+        Input::Pipe(p) => p,
+        Input::Terminal(m) => return m.clone().write_all(data).await,
+    };
     while !data.is_empty() {
         stdin.writable().await?;
         match stdin.try_write(data) {
@@ -192,8 +196,8 @@ fn close_stdin_once(mon: &Shared, id: &str) {
 async fn relay_input(
     mon: Shared,
     id: String,
-    mut stdin: Option<Rc<pipe::Sender>>,
-    pty: Option<Rc<OwnedFd>>,
+    mut stdin: Option<Input>,
+    pty: Option<Master>,
     mut rd: Requests,
 ) {
     let mut buf = Vec::new();
@@ -211,7 +215,7 @@ async fn relay_input(
                 if let Some(m) = &pty {
                     let w = u16::from_be_bytes([buf[0], buf[1]]);
                     let h = u16::from_be_bytes([buf[2], buf[3]]);
-                    let _ = crate::pty::resize(m.as_fd(), w, h);
+                    m.resize(w, h);
                 }
             }
             _ => {}
