@@ -1151,6 +1151,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             _ = shared.stop.cancelled() => return Ok(()),
             Some(c) = ctrl_rx.recv() => {
                 shared.ctrl_len.fetch_sub(1, Ordering::Relaxed);
+                drain_before_goaway(&c, &mut data_rx, &mut enc, &mut buf)?;
                 shutdown = encode_control(shared, c, &mut buf)?;
             }
             Some(d) = data_rx.recv() => encode_outgoing(&mut enc, d, &mut buf)?,
@@ -1159,6 +1160,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         while buf.len() < WRITE_BATCH && shutdown.is_none() {
             if let Ok(c) = ctrl_rx.try_recv() {
                 shared.ctrl_len.fetch_sub(1, Ordering::Relaxed);
+                drain_before_goaway(&c, &mut data_rx, &mut enc, &mut buf)?;
                 shutdown = encode_control(shared, c, &mut buf)?;
             } else if let Ok(d) = data_rx.try_recv() {
                 encode_outgoing(&mut enc, d, &mut buf)?;
@@ -1190,6 +1192,23 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             return Ok(());
         }
     }
+}
+
+/// Before a GOAWAY, every stream frame already queued: spdystream stops
+/// reading at a GOAWAY, so what follows it is lost (a remote command's
+/// exit status among it).
+fn drain_before_goaway(
+    c: &Control,
+    data_rx: &mut mpsc::Receiver<Outgoing>,
+    enc: &mut HeaderEncoder,
+    buf: &mut BytesMut,
+) -> Result<(), Error> {
+    if matches!(c, Control::Frame(Frame::GoAway { .. })) {
+        while let Ok(d) = data_rx.try_recv() {
+            encode_outgoing(enc, d, buf)?;
+        }
+    }
+    Ok(())
 }
 
 /// Returns `Some(drain)` for a shutdown request.

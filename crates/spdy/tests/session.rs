@@ -456,6 +456,35 @@ async fn close_resets_streams_sends_goaway_and_closes() {
     assert!(one.write_all(b"x").await.is_err());
 }
 
+/// spdystream stops reading at a GOAWAY: a remote command's status,
+/// written just before `close`, must come before it.
+#[tokio::test]
+async fn what_streams_wrote_before_close_precedes_the_goaway() {
+    let (session, mut incoming, mut client) = pair(Config::default());
+    client.open(1, &[], false).await;
+    let mut one = accept(&mut incoming).await;
+    client.expect_reply(1).await;
+    one.write_all(b"{\"status\":\"Success\"}").await.unwrap();
+    one.shutdown().await.unwrap();
+    drop(one);
+    session.close();
+    let mut seen = Vec::new();
+    loop {
+        match client.recv().await {
+            Some(Frame::Data(d)) => seen.push(format!("data {} fin={}", d.data.len(), d.fin)),
+            Some(Frame::RstStream { .. }) => seen.push("rst".into()),
+            Some(Frame::GoAway { .. }) => {
+                seen.push("goaway".into());
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(seen.first().map(String::as_str), Some("data 20 fin=false"));
+    assert_eq!(seen.last().map(String::as_str), Some("goaway"));
+    assert!(seen.contains(&"data 0 fin=true".to_string()), "{seen:?}");
+}
+
 #[tokio::test]
 async fn dropped_connection_ends_every_stream() {
     let (session, mut incoming, mut client) = pair(Config::default());

@@ -32,6 +32,9 @@ pub const STREAM_PROTOCOL: &str = "x-stream-protocol-version";
 const ACCEPTED_PROTOCOLS: &str = "x-accepted-stream-protocol-versions";
 /// The SPDY port-forward protocol.
 pub const PORT_FORWARD_PROTOCOL: &str = "portforward.k8s.io";
+/// SPDY port-forward tunnelled through a WebSocket (kubectl 1.31+, crictl
+/// `--transport websocket`): binary messages carry the SPDY bytes.
+pub const TUNNELED_PORT_FORWARD: &str = "SPDY/3.1+portforward.k8s.io";
 
 type Body = Full<Bytes>;
 
@@ -144,6 +147,9 @@ fn websocket_protocol(kind: Kind, offered: &[String]) -> Option<(String, Version
     };
     let known = |p: &str| -> Option<(Version, Framing)> {
         match (kind, p) {
+            (Kind::PortForward, TUNNELED_PORT_FORWARD) => {
+                Some((Version::V4, framing(false, false)))
+            }
             (Kind::PortForward, "v4.channel.k8s.io") => Some((Version::V4, framing(false, false))),
             (Kind::PortForward, "v4.base64.channel.k8s.io") => {
                 Some((Version::V4, framing(true, false)))
@@ -222,8 +228,18 @@ fn websocket<B: Backend>(
         };
         let last = io.last.clone();
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
-        let session = crate::websocket::session(ws, pending, version, framing, shared);
-        until_idle(session, last, idle).await;
+        if protocol == TUNNELED_PORT_FORWARD {
+            let spdy = crate::websocket::tunnel(ws);
+            until_idle(
+                crate::spdy::serve(spdy, pending, version, shared),
+                last,
+                idle,
+            )
+            .await;
+        } else {
+            let session = crate::websocket::session(ws, pending, version, framing, shared);
+            until_idle(session, last, idle).await;
+        }
     });
     r
 }

@@ -24,19 +24,25 @@ pub fn error_message(port: u16, pod_id: &str, error: &str) -> String {
     format!("error forwarding port {port} to pod {pod_id}, uid : {error}")
 }
 
-/// Connects to `port` in the pod and copies both ways until the pod closes
-/// its side (the client's end of its side is passed on as a half-close).
-pub async fn forward<B: Backend>(
+/// A connection to `port` in the pod.
+pub async fn connect<B: Backend>(
     backend: &B,
     pod_id: &str,
     port: u16,
-    mut from_client: Reader,
-    mut to_client: Writer,
-) -> Result<(), String> {
+) -> Result<tokio::net::TcpStream, String> {
     if port == 0 {
         return Err("port 0 is not a port".into());
     }
-    let conn = backend.port_forward(pod_id, port).await?;
+    backend.port_forward(pod_id, port).await
+}
+
+/// Copies both ways until the pod closes its side (the client's end of
+/// its side is passed on as a half-close), then closes the client's.
+pub async fn relay(
+    conn: tokio::net::TcpStream,
+    mut from_client: Reader,
+    mut to_client: Writer,
+) -> Result<(), String> {
     let (mut pod_r, mut pod_w) = conn.into_split();
     let upstream = async {
         let _ = tokio::io::copy(&mut from_client, &mut pod_w).await;
@@ -102,7 +108,11 @@ pub(crate) async fn over_websocket<S, B>(
         let shared = shared.clone();
         let pod = req.pod_id.clone();
         forwards.push(tokio::spawn(async move {
-            if let Err(e) = forward(&shared.backend, &pod, port, from, to).await {
+            let done = match connect(&shared.backend, &pod, port).await {
+                Ok(conn) => relay(conn, from, to).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = done {
                 let _ = error
                     .write_all(error_message(port, &pod, &e).as_bytes())
                     .await;

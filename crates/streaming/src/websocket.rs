@@ -156,13 +156,7 @@ where
                 _ = &mut stop_rx => return,
             }
         }
-        let _ = sink
-            .send(Message::Close(Some(CloseFrame {
-                code: CloseCode::Normal,
-                reason: "".into(),
-            })))
-            .await;
-        let _ = sink.close().await;
+        say_goodbye(&mut sink).await;
     });
 
     // Reads: each inbound message to its channel, until the client closes.
@@ -203,6 +197,60 @@ where
         writers,
         gone,
     }
+}
+
+/// Ends a session: close code 1000, which clients read as a clean end.
+async fn say_goodbye<S>(sink: &mut futures::stream::SplitSink<WebSocketStream<S>, Message>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let _ = sink
+        .send(Message::Close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        })))
+        .await;
+    let _ = sink.close().await;
+}
+
+/// The byte stream tunnelled through `ws` (`SPDY/3.1+portforward.k8s.io`):
+/// each binary message is the next chunk of it; a close ends it.
+pub(crate) fn tunnel<S>(ws: WebSocketStream<S>) -> DuplexStream
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (ours, theirs) = tokio::io::duplex(BUFFER);
+    let (mut from_app, mut to_app) = tokio::io::split(ours);
+    let (mut sink, mut stream) = ws.split();
+    tokio::spawn(async move {
+        while let Some(Ok(msg)) = stream.next().await {
+            match msg {
+                Message::Binary(b) if to_app.write_all(&b).await.is_err() => break,
+                Message::Close(_) | Message::Text(_) => break,
+                _ => {}
+            }
+        }
+        let _ = to_app.shutdown().await;
+    });
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match from_app.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if sink
+                        .send(Message::Binary(buf[..n].to_vec().into()))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+        say_goodbye(&mut sink).await;
+    });
+    theirs
 }
 
 /// Serves one upgraded WebSocket connection.
