@@ -131,7 +131,11 @@ fn commands() -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return fail(&e),
             };
-            match rt.block_on(berth_cli::run(&cli.global, cmd)) {
+            let outcome = rt.block_on(berth_cli::run(&cli.global, cmd));
+            // A read of stdin may still block a thread of the runtime
+            // (`exec -i`, `attach`): do not wait for it.
+            rt.shutdown_background();
+            match outcome {
                 Ok(berth_cli::Outcome::Success) => ExitCode::SUCCESS,
                 Ok(berth_cli::Outcome::Exit(code)) => ExitCode::from(code.clamp(0, 255) as u8),
                 Err(e) => fail(&e),

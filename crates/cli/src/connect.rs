@@ -14,6 +14,7 @@ use crate::CliError;
 pub const DEFAULT_ENDPOINT: &str = "unix:///run/berth/berth.sock";
 
 /// The clients of one endpoint.
+#[derive(Clone)]
 pub struct Clients {
     pub runtime: RuntimeServiceClient<Channel>,
     pub image: ImageServiceClient<Channel>,

@@ -338,11 +338,12 @@ pub async fn rm(c: &mut Clients, g: &Global, a: RmArgs) -> Result<(), CliError> 
 
 #[derive(Debug, Args)]
 pub struct ExecArgs {
-    /// Interactive (not supported yet).
-    #[arg(long)]
+    /// Send this process's stdin to the command (through the streaming
+    /// server).
+    #[arg(short = 'i', long)]
     pub interactive: bool,
-    /// A terminal (not supported yet).
-    #[arg(long)]
+    /// Run the command in a terminal (through the streaming server).
+    #[arg(short = 't', long)]
     pub tty: bool,
     /// Seconds before the command is killed (0: no limit).
     #[arg(long = "exec-timeout", default_value_t = 0)]
@@ -354,14 +355,13 @@ pub struct ExecArgs {
     pub cmd: Vec<String>,
 }
 
-/// Runs the command through ExecSync; returns its exit code.
+/// Runs the command through ExecSync, or with `-i`/`-t` through the
+/// streaming server; returns its exit code.
 pub async fn exec(c: &mut Clients, g: &Global, a: ExecArgs) -> Result<i32, CliError> {
-    if a.interactive || a.tty {
-        return Err(CliError::Usage(
-            "interactive exec (-i/-t) is not supported yet: berth exec runs commands without a terminal or stdin".into(),
-        ));
-    }
     let id = ids::container(c, g, &a.container).await?;
+    if a.interactive || a.tty {
+        return crate::interactive::exec(c, g, id, a.cmd, a.interactive, a.tty).await;
+    }
     let mut r = tonic::Request::new(cri::ExecSyncRequest {
         container_id: id,
         cmd: a.cmd,

@@ -8,10 +8,12 @@ mod connect;
 mod container;
 mod ids;
 mod images;
+mod interactive;
 mod logfile;
 mod output;
 mod runtime;
 mod sandbox;
+pub mod stream;
 
 use std::time::Duration;
 
@@ -39,6 +41,8 @@ pub enum CliError {
     NotFound(String),
     #[error("printing output: {0}")]
     Output(String),
+    #[error("{0}")]
+    Stream(String),
 }
 
 /// Maps a gRPC failure of `method` to a CLI error.
@@ -63,10 +67,10 @@ pub struct Global {
     )]
     pub runtime_endpoint: String,
     /// The image service endpoint, if not the runtime's.
-    #[arg(long, short = 'i', global = true, env = "IMAGE_SERVICE_ENDPOINT")]
+    #[arg(long, global = true, env = "IMAGE_SERVICE_ENDPOINT")]
     pub image_endpoint: Option<String>,
     /// Timeout for connecting and for each call but pulls ("10s", "2m").
-    #[arg(long, short = 't', global = true, default_value = "2m", value_parser = parse_duration)]
+    #[arg(long, global = true, default_value = "2m", value_parser = parse_duration)]
     pub timeout: Duration,
 }
 
@@ -126,8 +130,12 @@ pub enum Command {
     Rm(container::RmArgs),
     /// Print a container's log.
     Logs(logfile::LogsArgs),
-    /// Run a command in a running container (without a terminal).
+    /// Run a command in a running container (-i: with stdin, -t: in a terminal).
     Exec(container::ExecArgs),
+    /// Attach to a running container's stdio.
+    Attach(interactive::AttachArgs),
+    /// Forward local ports to a pod's ports.
+    PortForward(interactive::PortForwardArgs),
     /// Change the resources of running containers.
     Update(container::UpdateArgs),
     /// Run a pod and a container in it.
@@ -170,6 +178,12 @@ pub async fn run(global: &Global, cmd: Command) -> Result<Outcome, CliError> {
         Command::Rm(a) => container::rm(&mut c, global, a).await,
         Command::Logs(a) => logfile::logs(&mut c, global, a).await,
         Command::Exec(a) => return container::exec(&mut c, global, a).await.map(Outcome::Exit),
+        Command::Attach(a) => {
+            return interactive::attach(&mut c, global, a)
+                .await
+                .map(Outcome::Exit)
+        }
+        Command::PortForward(a) => interactive::port_forward(&mut c, global, a).await,
         Command::Update(a) => container::update(&mut c, global, a).await,
         Command::Run(a) => container::run(&mut c, global, a).await,
     }
