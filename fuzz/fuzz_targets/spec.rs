@@ -1,6 +1,7 @@
 //! CRI container and pod configs as a client may send them (decoded from
-//! protobuf) turned into an OCI spec: generating never panics, and a spec
-//! it accepts has a process to run and serialises. The generator only
+//! protobuf), converted into Berth's model as the CRI server does at its
+//! edge, turned into an OCI spec: converting and generating never panic,
+//! and a spec the generator accepts has a process to run and serialises. The generator only
 //! reads the host (mount sources, devices, profiles); the image root is a
 //! small fixed tree with `/etc/passwd` and `/etc/group`.
 #![no_main]
@@ -11,6 +12,7 @@ use std::sync::OnceLock;
 
 use berth_cri::runtime::v1::{ContainerConfig, PodSandboxConfig};
 use berth_oci::{CgroupSupport, Namespace, Namespaces, PodFiles, SpecInput};
+use berth_server::convert;
 use libfuzzer_sys::fuzz_target;
 use oci_spec::image::ImageConfiguration;
 use prost::Message;
@@ -55,6 +57,12 @@ fuzz_target!(|data: &[u8]| {
     let (Ok(container), Ok(sandbox)) = (
         ContainerConfig::decode(container),
         PodSandboxConfig::decode(sandbox),
+    ) else {
+        return;
+    };
+    let (Ok(container), Ok(sandbox)) = (
+        convert::container_config(container),
+        convert::pod_config(sandbox),
     ) else {
         return;
     };

@@ -1350,6 +1350,91 @@ async fn missing_command_fails_start_with_runc() {
     missing_command_fails_start("runc").await;
 }
 
+/// Records of the previous format (version 1, the CRI's configs inside;
+/// the fixtures of `crates/server/tests/fixtures/records-v1`, written by
+/// that Berth) left in the root are read after a restart: migrated, not
+/// quarantined, answered as before, written as version 2 when they
+/// change, and removable.
+#[tokio::test(flavor = "multi_thread")]
+async fn version_1_records_are_migrated_at_start() {
+    let mut d = Daemon::start(CONFIG);
+    d.kill9();
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../server/tests/fixtures/records-v1");
+    let record = |name: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(fixtures.join(name)).unwrap()).unwrap()
+    };
+    let (pod, container) = (record("pod.json"), record("container.json"));
+    let pod_id = pod["record"]["id"].as_str().unwrap().to_string();
+    let cid = container["record"]["id"].as_str().unwrap().to_string();
+    let pod_path = d.root().join("runtime/pods").join(format!("{pod_id}.json"));
+    let container_path = d
+        .root()
+        .join("runtime/containers")
+        .join(format!("{cid}.json"));
+    std::fs::copy(fixtures.join("pod.json"), &pod_path).unwrap();
+    std::fs::copy(fixtures.join("container.json"), &container_path).unwrap();
+    d.spawn();
+    let mut rt = d.runtime().await;
+
+    assert!(
+        !d.root().join("runtime/pods/quarantine").exists(),
+        "{}",
+        d.log()
+    );
+    assert!(
+        !d.root().join("runtime/containers/quarantine").exists(),
+        "{}",
+        d.log()
+    );
+    let pods = rt
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(pods.len(), 1);
+    assert_eq!(pods[0].id, pod_id);
+    assert_eq!(pods[0].metadata.as_ref().unwrap().name, "security-vm");
+    assert_eq!(pods[0].labels["io.kubernetes.pod.namespace"], "default");
+    // Its monitor is long gone.
+    assert_eq!(pods[0].state, cri::PodSandboxState::SandboxNotready as i32);
+    // That change was saved, in the new format.
+    let text = std::fs::read_to_string(&pod_path).unwrap();
+    assert!(text.starts_with(r#"{"version":2,"#), "{text}");
+
+    let status = rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: cid.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let s = status.status.unwrap();
+    assert_eq!(s.metadata.as_ref().unwrap().attempt, 3);
+    assert_eq!(s.state, cri::ContainerState::ContainerExited as i32);
+    assert_eq!(s.mounts[0].container_path, "/data");
+    assert!(s.mounts[0].readonly);
+    let r = s.resources.unwrap().linux.unwrap();
+    assert_eq!((r.cpu_quota, r.memory_limit_in_bytes), (60000, 134217728));
+    assert_eq!(s.stop_signal, cri::Signal::Sigquit as i32);
+    assert_eq!(
+        s.user.unwrap().linux.unwrap().supplemental_groups,
+        [2000, 3000]
+    );
+    let info = parsed(&status.info);
+    assert_eq!(info["config"]["workingDir"], "/tmp");
+    assert_eq!(info["config"]["stopSignal"], "SIGQUIT");
+
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id,
+    })
+    .await
+    .unwrap_or_else(|s| panic!("RemovePodSandbox: {s:?}\n{}", d.log()));
+    assert!(!pod_path.exists() && !container_path.exists());
+}
+
 /// What Berth cannot read it never destroys: a corrupt container record
 /// and a pod record of a future version, left in the root while the daemon
 /// is down, are quarantined at the next start and reported; every process
@@ -1376,13 +1461,13 @@ async fn unreadable_records_are_quarantined_and_their_pods_left_alone() {
         e.d.root()
             .join("runtime/containers")
             .join(format!("{a}.json"));
-    std::fs::write(&a_record, b"{\"version\":1,\"record\":{\"id\":").unwrap();
+    std::fs::write(&a_record, b"{\"version\":2,\"record\":{\"id\":").unwrap();
     let b_pod_record =
         e.d.root()
             .join("runtime/pods")
             .join(format!("{pod_b}.json"));
     let text = std::fs::read_to_string(&b_pod_record).unwrap();
-    let future = text.replacen("\"version\":1", "\"version\":99", 1);
+    let future = text.replacen("\"version\":2", "\"version\":99", 1);
     assert_ne!(text, future, "the record's version field: {text}");
     std::fs::write(&b_pod_record, future).unwrap();
     e.d.spawn();

@@ -1,6 +1,7 @@
 //! Translating what kubelet asks for into what an OCI runtime runs.
 //!
-//! * [`spec`]: [`generate`] turns a CRI container config, its pod's config,
+//! * [`spec`]: [`generate`] turns a container config, its pod's config (both
+//!   in Berth's own model, `berth-podspec`),
 //!   the image config and what the runtime decided (namespaces, pod files,
 //!   cgroup) into an OCI runtime spec; [`exec_process`] gives an exec the
 //!   container's process settings; [`validate_userns`] checks a pod's user

@@ -9,7 +9,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use berth_cri::runtime::v1::{Mount as CriMount, MountPropagation};
+use berth_podspec::{Mount as ConfigMount, MountPropagation};
 use oci_spec::runtime::Mount;
 
 use crate::error::SpecError;
@@ -137,7 +137,7 @@ pub(crate) fn pod_binds(files: &PodFiles, readonly_rootfs: bool) -> Result<Vec<B
             host_path: source.clone(),
             readonly,
             recursive_read_only: false,
-            propagation: MountPropagation::PropagationPrivate,
+            propagation: MountPropagation::Private,
         });
     }
     Ok(binds)
@@ -146,7 +146,7 @@ pub(crate) fn pod_binds(files: &PodFiles, readonly_rootfs: bool) -> Result<Vec<B
 /// A CRI mount as a bind to make, checked: an absolute destination, an
 /// existing host path (symlinks resolved), a known propagation, and a
 /// recursive read-only mode only where it can work.
-pub(crate) fn cri_bind(m: &CriMount, rro_supported: bool) -> Result<Bind, SpecError> {
+pub(crate) fn cri_bind(m: &ConfigMount, rro_supported: bool) -> Result<Bind, SpecError> {
     let field = "mount";
     let container_path = PathBuf::from(&m.container_path);
     if !container_path.is_absolute() {
@@ -182,15 +182,7 @@ pub(crate) fn cri_bind(m: &CriMount, rro_supported: bool) -> Result<Bind, SpecEr
             ),
         ));
     }
-    let propagation = MountPropagation::try_from(m.propagation).map_err(|_| {
-        SpecError::invalid(
-            field,
-            format!(
-                "unknown propagation {} (hostPath={:?})",
-                m.propagation, m.host_path
-            ),
-        )
-    })?;
+    let propagation = m.propagation;
     if m.recursive_read_only {
         if !m.readonly {
             return Err(SpecError::invalid(
@@ -210,12 +202,12 @@ pub(crate) fn cri_bind(m: &CriMount, rro_supported: bool) -> Result<Bind, SpecEr
                 ),
             ));
         }
-        if propagation != MountPropagation::PropagationPrivate {
+        if propagation != MountPropagation::Private {
             return Err(SpecError::invalid(
                 field,
                 format!(
                     "recursive read-only mount needs private propagation, got {:?} (hostPath={:?})",
-                    propagation.as_str_name(),
+                    propagation.as_str(),
                     m.host_path
                 ),
             ));
@@ -312,15 +304,15 @@ impl<'h> BindMounter<'h> {
     /// `ro` (this mount only: submounts stay as they are) or `rw`.
     pub fn mount(&mut self, b: &Bind) -> Result<Mount, SpecError> {
         let propagation = match b.propagation {
-            MountPropagation::PropagationPrivate => "rprivate",
-            MountPropagation::PropagationHostToContainer => {
+            MountPropagation::Private => "rprivate",
+            MountPropagation::HostToContainer => {
                 self.check_propagation(&b.host_path, "HOST_TO_CONTAINER", true)?;
                 if self.rootfs_propagation.as_deref() != Some("rshared") {
                     self.rootfs_propagation = Some("rslave".into());
                 }
                 "rslave"
             }
-            MountPropagation::PropagationBidirectional => {
+            MountPropagation::Bidirectional => {
                 self.check_propagation(&b.host_path, "BIDIRECTIONAL", false)?;
                 self.rootfs_propagation = Some("rshared".into());
                 "rshared"

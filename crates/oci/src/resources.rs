@@ -1,4 +1,4 @@
-//! cgroup limits: the CRI's `LinuxContainerResources` → OCI `linux.resources`,
+//! cgroup limits: a container's `Resources` → OCI `linux.resources`,
 //! bounded by what the host's cgroups offer.
 //!
 //! The kubelet sends the same resources on every host: a hugepage limit for
@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 
-use berth_cri::runtime::v1::LinuxContainerResources;
+use berth_podspec::Resources;
 use oci_spec::runtime::{LinuxCpu, LinuxHugepageLimit, LinuxMemory, LinuxResources};
 
 use crate::error::SpecError;
@@ -86,7 +86,7 @@ fn non_negative(field: &str, v: i64) -> Result<u64, SpecError> {
 /// The limits of `r` the host can apply, and a description of each one it
 /// cannot (left out).
 pub(crate) fn resources(
-    r: Option<&LinuxContainerResources>,
+    r: Option<&Resources>,
     host: &CgroupSupport,
 ) -> Result<(LinuxResources, Vec<String>), SpecError> {
     let mut out = LinuxResources::default();
@@ -207,7 +207,7 @@ pub(crate) fn resources(
     }
     if !r.unified.is_empty() {
         if host.v2 {
-            out.set_unified(Some(r.unified.clone()));
+            out.set_unified(Some(r.unified.clone().into_iter().collect()));
         } else {
             let keys: Vec<&str> = r.unified.keys().map(String::as_str).collect();
             left_out.push(format!(
@@ -221,7 +221,7 @@ pub(crate) fn resources(
 
 #[cfg(test)]
 mod tests {
-    use berth_cri::runtime::v1::HugepageLimit;
+    use berth_podspec::HugepageLimit;
 
     use super::*;
 
@@ -239,8 +239,8 @@ mod tests {
         }
     }
 
-    fn kubelet_burstable() -> LinuxContainerResources {
-        LinuxContainerResources {
+    fn kubelet_burstable() -> Resources {
+        Resources {
             cpu_period: 100_000,
             cpu_quota: 50_000,
             cpu_shares: 512,

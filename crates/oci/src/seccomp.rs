@@ -14,9 +14,8 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use berth_cri::runtime::v1::{
-    security_profile::ProfileType, LinuxContainerSecurityContext, LinuxSandboxSecurityContext,
-    PodSandboxConfig, SecurityProfile,
+use berth_podspec::{
+    ContainerSecurityContext, PodConfig, PodSecurityContext, ProfileType, SecurityProfile,
 };
 use oci_spec::runtime::{
     Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompArgBuilder,
@@ -55,19 +54,17 @@ fn localhost(reference: &str, field: &str) -> Result<Profile, SpecError> {
     Ok(Profile::Localhost(path.to_path_buf()))
 }
 
-/// The profile a CRI `SecurityProfile` names.
+/// The profile a `SecurityProfile` names.
 fn from_security_profile(sp: &SecurityProfile) -> Result<Profile, SpecError> {
     let field = "seccomp profile";
-    let kind = ProfileType::try_from(sp.profile_type).map_err(|_| {
-        SpecError::invalid(field, format!("unknown profile type {}", sp.profile_type))
-    })?;
+    let kind = sp.profile_type;
     if kind != ProfileType::Localhost && !sp.localhost_ref.is_empty() {
         return Err(SpecError::invalid(
             field,
             format!(
                 "localhost_ref {:?} is only allowed with profile type Localhost, not {}",
                 sp.localhost_ref,
-                kind.as_str_name()
+                kind.as_str()
             ),
         ));
     }
@@ -106,25 +103,23 @@ fn from_path_string(s: &str) -> Result<Option<Profile>, SpecError> {
 }
 
 /// The profile the pod's security context asks for, if any.
-fn pod_profile(pod: Option<&LinuxSandboxSecurityContext>) -> Result<Option<Profile>, SpecError> {
+fn pod_profile(pod: Option<&PodSecurityContext>) -> Result<Option<Profile>, SpecError> {
     let Some(pod) = pod else { return Ok(None) };
     if let Some(sp) = &pod.seccomp {
         return from_security_profile(sp).map(Some);
     }
-    #[allow(deprecated)]
     from_path_string(&pod.seccomp_profile_path)
 }
 
 /// The profile that applies to a container.
 pub(crate) fn choose(
-    container: Option<&LinuxContainerSecurityContext>,
-    pod: Option<&LinuxSandboxSecurityContext>,
+    container: Option<&ContainerSecurityContext>,
+    pod: Option<&PodSecurityContext>,
 ) -> Result<Profile, SpecError> {
     if let Some(c) = container {
         if let Some(sp) = &c.seccomp {
             return from_security_profile(sp);
         }
-        #[allow(deprecated)]
         if let Some(p) = from_path_string(&c.seccomp_profile_path)? {
             return Ok(p);
         }
@@ -150,13 +145,10 @@ pub(crate) fn resolve(
 /// process), from the pod's security context: `None` when unconfined or
 /// privileged. `caps` are the sandbox process's bounding capabilities.
 pub fn sandbox_seccomp(
-    sandbox: &PodSandboxConfig,
+    sandbox: &PodConfig,
     caps: &[String],
 ) -> Result<Option<LinuxSeccomp>, SpecError> {
-    let sc = sandbox
-        .linux
-        .as_ref()
-        .and_then(|l| l.security_context.as_ref());
+    let sc = sandbox.security_context();
     if sc.is_some_and(|sc| sc.privileged) {
         return Ok(None);
     }
@@ -656,7 +648,7 @@ fn load(path: &Path, caps: &[String], host: &dyn Host) -> Result<LinuxSeccomp, S
 
 #[cfg(test)]
 mod tests {
-    use berth_cri::runtime::v1::LinuxPodSandboxConfig;
+    use berth_podspec::LinuxPodConfig;
 
     use super::*;
 
@@ -730,14 +722,14 @@ mod tests {
 
     #[test]
     fn the_sandbox_profile() {
-        let pod = |sc: LinuxSandboxSecurityContext| PodSandboxConfig {
-            linux: Some(LinuxPodSandboxConfig {
+        let pod = |sc: PodSecurityContext| PodConfig {
+            linux: Some(LinuxPodConfig {
                 security_context: Some(sc),
                 ..Default::default()
             }),
             ..Default::default()
         };
-        let default = LinuxSandboxSecurityContext {
+        let default = PodSecurityContext {
             seccomp: Some(SecurityProfile::default()),
             ..Default::default()
         };
@@ -746,15 +738,12 @@ mod tests {
             s.unwrap().default_action(),
             LinuxSeccompAction::ScmpActErrno
         );
-        let privileged = LinuxSandboxSecurityContext {
+        let privileged = PodSecurityContext {
             privileged: true,
             ..default
         };
         assert_eq!(sandbox_seccomp(&pod(privileged), &[]).unwrap(), None);
-        assert_eq!(
-            sandbox_seccomp(&PodSandboxConfig::default(), &[]).unwrap(),
-            None
-        );
+        assert_eq!(sandbox_seccomp(&PodConfig::default(), &[]).unwrap(), None);
     }
 
     #[test]

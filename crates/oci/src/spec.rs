@@ -1,4 +1,4 @@
-//! CRI container config → OCI runtime spec.
+//! Container config (Berth's model, `berth-podspec`) → OCI runtime spec.
 //!
 //! [`generate`] builds the whole spec explicitly: nothing comes from
 //! oci-spec's `Default` impls, which describe runc's sample config (and
@@ -30,10 +30,9 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use berth_cri::runtime::v1::{
-    security_profile::ProfileType, ContainerConfig, LinuxContainerResources,
-    LinuxContainerSecurityContext, NamespaceMode, PodSandboxConfig, SecurityProfile,
-    SupplementalGroupsPolicy, UserNamespace,
+use berth_podspec::{
+    ContainerConfig, ContainerSecurityContext, NamespaceMode, PodConfig, ProfileType, Resources,
+    SecurityProfile, SupplementalGroupsPolicy, UserNamespace,
 };
 use oci_spec::image::{Config as ImageConfig, ImageConfiguration};
 use oci_spec::runtime::{
@@ -116,7 +115,7 @@ pub struct PodFiles {
 #[derive(Debug, Clone)]
 pub struct SpecInput<'a> {
     pub container: &'a ContainerConfig,
-    pub sandbox: &'a PodSandboxConfig,
+    pub sandbox: &'a PodConfig,
     pub image: &'a ImageConfiguration,
     /// The container's root filesystem, already mounted: the user and groups
     /// are looked up in its `/etc/passwd` and `/etc/group`.
@@ -188,13 +187,8 @@ pub fn generate(input: &SpecInput<'_>) -> Result<Generated, SpecError> {
 /// [`generate`] on a given host.
 pub(crate) fn build(input: &SpecInput<'_>, host: &dyn Host) -> Result<Generated, SpecError> {
     let container = input.container;
-    let linux_cfg = container.linux.as_ref();
-    let sc = linux_cfg.and_then(|l| l.security_context.as_ref());
-    let pod_sc = input
-        .sandbox
-        .linux
-        .as_ref()
-        .and_then(|l| l.security_context.as_ref());
+    let sc = container.security_context();
+    let pod_sc = input.sandbox.security_context();
     let privileged = sc.is_some_and(|s| s.privileged);
     if privileged && !pod_sc.is_some_and(|s| s.privileged) {
         return Err(SpecError::PrivilegedNotAllowed);
@@ -232,8 +226,7 @@ pub(crate) fn build(input: &SpecInput<'_>, host: &dyn Host) -> Result<Generated,
     let (linux_devices, device_rules) = devices_of(container, privileged, host)?;
     let namespaces = namespaces_of(&input.namespaces, privileged, host);
     let (masked, readonly_paths) = masked_and_readonly(sc, privileged);
-    let (mut resources, left_out) =
-        resources::resources(linux_cfg.and_then(|l| l.resources.as_ref()), &input.cgroup)?;
+    let (mut resources, left_out) = resources::resources(container.resources(), &input.cgroup)?;
     resources.set_devices(Some(device_rules));
 
     let mut linux = Linux::default();
@@ -307,9 +300,7 @@ pub fn exec_process(spec: &Spec, args: Vec<String>, tty: bool) -> Process {
 pub fn validate_userns(opts: Option<&UserNamespace>) -> Result<Option<UserNs>, SpecError> {
     let Some(opts) = opts else { return Ok(None) };
     let field = "user namespace";
-    let mode = NamespaceMode::try_from(opts.mode)
-        .map_err(|_| SpecError::invalid(field, format!("unknown mode {}", opts.mode)))?;
-    match mode {
+    match opts.mode {
         NamespaceMode::Node => {
             if !opts.uids.is_empty() || !opts.gids.is_empty() {
                 return Err(SpecError::invalid(
@@ -324,7 +315,7 @@ pub fn validate_userns(opts: Option<&UserNamespace>) -> Result<Option<UserNs>, S
             Ok(None)
         }
         NamespaceMode::Pod => {
-            let one = |m: &[berth_cri::runtime::v1::IdMapping], which: &str| {
+            let one = |m: &[berth_podspec::IdMapping], which: &str| {
                 let [m] = m else {
                     return Err(SpecError::invalid(
                         field,
@@ -362,9 +353,9 @@ pub fn validate_userns(opts: Option<&UserNamespace>) -> Result<Option<UserNs>, S
                 path: None,
             }))
         }
-        NamespaceMode::Container | NamespaceMode::Target => Err(SpecError::invalid(
+        mode @ (NamespaceMode::Container | NamespaceMode::Target) => Err(SpecError::invalid(
             field,
-            format!("unsupported user namespace mode {}", mode.as_str_name()),
+            format!("unsupported user namespace mode {}", mode.as_str()),
         )),
     }
 }
@@ -373,7 +364,7 @@ pub fn validate_userns(opts: Option<&UserNamespace>) -> Result<Option<UserNs>, S
 /// (`CAP_` names, which the default seccomp profile depends on).
 fn container_process(
     input: &SpecInput<'_>,
-    sc: Option<&LinuxContainerSecurityContext>,
+    sc: Option<&ContainerSecurityContext>,
     image: Option<&ImageConfig>,
     privileged: bool,
     host: &dyn Host,
@@ -384,10 +375,7 @@ fn container_process(
     let cwd = working_dir(container, image)?;
     let identity = resolve_user(input.rootfs, sc, image)?;
     let cap_names = capabilities(sc, privileged, input.grantable)?;
-    let oom_score_adj = oom_score_adj(
-        container.linux.as_ref().and_then(|l| l.resources.as_ref()),
-        input.oom_score_adj_min,
-    )?;
+    let oom_score_adj = oom_score_adj(container.resources(), input.oom_score_adj_min)?;
     let apparmor = if privileged || !host.apparmor_enabled() {
         None
     } else {
@@ -445,7 +433,7 @@ fn namespaces_of(ns: &Namespaces, privileged: bool, host: &dyn Host) -> Vec<Linu
 /// An empty list cannot be told from a missing one in protobuf, so a pod
 /// asking for `procMount: Unmasked` still gets the defaults.
 fn masked_and_readonly(
-    sc: Option<&LinuxContainerSecurityContext>,
+    sc: Option<&ContainerSecurityContext>,
     privileged: bool,
 ) -> (Option<Vec<String>>, Option<Vec<String>>) {
     if privileged {
@@ -550,7 +538,7 @@ fn merge_env(env: &mut Vec<String>, entry: &str) {
 /// env, then the CRI's, each overriding the ones before by key.
 fn environment(
     c: &ContainerConfig,
-    sandbox: &PodSandboxConfig,
+    sandbox: &PodConfig,
     image: Option<&ImageConfig>,
     host: &dyn Host,
 ) -> Result<Vec<String>, SpecError> {
@@ -614,21 +602,21 @@ fn id(field: &str, v: i64) -> Result<u32, SpecError> {
 /// in containerd), else the image's; groups per the CRI policy.
 fn resolve_user(
     rootfs: &Path,
-    sc: Option<&LinuxContainerSecurityContext>,
+    sc: Option<&ContainerSecurityContext>,
     image: Option<&ImageConfig>,
 ) -> Result<Identity, SpecError> {
     let uid = sc
         .and_then(|s| s.run_as_user)
-        .map(|v| id("run_as_user", v.value))
+        .map(|v| id("run_as_user", v))
         .transpose()?;
     let username = sc
         .map(|s| s.run_as_username.as_str())
         .filter(|n| !n.is_empty());
     let gid = match sc.and_then(|s| s.run_as_group) {
         Some(g) if uid.is_none() && username.is_none() => {
-            return Err(SpecError::GroupWithoutUser(g.value))
+            return Err(SpecError::GroupWithoutUser(g))
         }
-        Some(g) => Some(id("run_as_group", g.value)?),
+        Some(g) => Some(id("run_as_group", g)?),
         None => None,
     };
     let groups = sc
@@ -637,16 +625,9 @@ fn resolve_user(
         .iter()
         .map(|g| id("supplemental_groups", *g))
         .collect::<Result<Vec<_>, _>>()?;
-    let policy_value = sc.map_or(0, |s| s.supplemental_groups_policy);
-    let policy = match SupplementalGroupsPolicy::try_from(policy_value) {
-        Ok(SupplementalGroupsPolicy::Merge) => GroupsPolicy::Merge,
-        Ok(SupplementalGroupsPolicy::Strict) => GroupsPolicy::Strict,
-        Err(_) => {
-            return Err(SpecError::invalid(
-                "supplemental_groups_policy",
-                format!("unknown policy {policy_value}"),
-            ))
-        }
+    let policy = match sc.map(|s| s.supplemental_groups_policy).unwrap_or_default() {
+        SupplementalGroupsPolicy::Merge => GroupsPolicy::Merge,
+        SupplementalGroupsPolicy::Strict => GroupsPolicy::Strict,
     };
     let request = UserRequest {
         uid: if username.is_some() { None } else { uid },
@@ -661,7 +642,7 @@ fn resolve_user(
 
 /// The container's capabilities (`CAP_` names, sorted).
 fn capabilities(
-    sc: Option<&LinuxContainerSecurityContext>,
+    sc: Option<&ContainerSecurityContext>,
     privileged: bool,
     grantable: &BTreeSet<&'static str>,
 ) -> Result<Vec<String>, SpecError> {
@@ -698,10 +679,7 @@ fn oci_capabilities(names: &[String]) -> Result<LinuxCapabilities, SpecError> {
 
 /// The requested `oom_score_adj`, raised to `min` if below it; `None` when
 /// the CRI gives no resources.
-fn oom_score_adj(
-    resources: Option<&LinuxContainerResources>,
-    min: i32,
-) -> Result<Option<i32>, SpecError> {
+fn oom_score_adj(resources: Option<&Resources>, min: i32) -> Result<Option<i32>, SpecError> {
     let Some(r) = resources else { return Ok(None) };
     let adj = i32::try_from(r.oom_score_adj)
         .ok()
@@ -718,9 +696,7 @@ fn oom_score_adj(
 /// The AppArmor profile (when AppArmor is enabled): a localhost profile by
 /// name. Berth loads no profile of its own, so `RuntimeDefault` runs
 /// unconfined, like `Unconfined`.
-fn apparmor_profile(
-    sc: Option<&LinuxContainerSecurityContext>,
-) -> Result<Option<String>, SpecError> {
+fn apparmor_profile(sc: Option<&ContainerSecurityContext>) -> Result<Option<String>, SpecError> {
     let field = "apparmor profile";
     let Some(sc) = sc else { return Ok(None) };
     let localhost = |name: &str| {
@@ -739,16 +715,11 @@ fn apparmor_profile(
         localhost_ref,
     }) = &sc.apparmor
     {
-        return match ProfileType::try_from(*profile_type) {
-            Ok(ProfileType::Localhost) => localhost(localhost_ref),
-            Ok(ProfileType::RuntimeDefault | ProfileType::Unconfined) => Ok(None),
-            Err(_) => Err(SpecError::invalid(
-                field,
-                format!("unknown profile type {profile_type}"),
-            )),
+        return match profile_type {
+            ProfileType::Localhost => localhost(localhost_ref),
+            ProfileType::RuntimeDefault | ProfileType::Unconfined => Ok(None),
         };
     }
-    #[allow(deprecated)]
     let old = sc.apparmor_profile.as_str();
     match old {
         "" | "runtime/default" | "unconfined" => Ok(None),
@@ -823,26 +794,22 @@ fn maps(mappings: &[IdMap], id: u32) -> bool {
 
 /// The container's annotations, plus the CRI ones containerd sets (those
 /// Berth knows here: no ids).
-fn annotations(c: &ContainerConfig, sandbox: &PodSandboxConfig) -> HashMap<String, String> {
-    let mut a = c.annotations.clone();
+fn annotations(c: &ContainerConfig, sandbox: &PodConfig) -> HashMap<String, String> {
+    let mut a: HashMap<String, String> = c.annotations.clone().into_iter().collect();
     let prefix = "io.kubernetes.cri.";
     a.insert(format!("{prefix}container-type"), "container".into());
-    if let Some(m) = &c.metadata {
-        a.insert(format!("{prefix}container-name"), m.name.clone());
-    }
-    if let Some(i) = &c.image {
-        let name = if i.user_specified_image.is_empty() {
-            &i.image
-        } else {
-            &i.user_specified_image
-        };
-        a.insert(format!("{prefix}image-name"), name.clone());
-    }
-    if let Some(m) = &sandbox.metadata {
-        a.insert(format!("{prefix}sandbox-name"), m.name.clone());
-        a.insert(format!("{prefix}sandbox-namespace"), m.namespace.clone());
-        a.insert(format!("{prefix}sandbox-uid"), m.uid.clone());
-    }
+    a.insert(format!("{prefix}container-name"), c.metadata.name.clone());
+    let i = &c.image;
+    let name = if i.user_specified_image.is_empty() {
+        &i.image
+    } else {
+        &i.user_specified_image
+    };
+    a.insert(format!("{prefix}image-name"), name.clone());
+    let m = &sandbox.metadata;
+    a.insert(format!("{prefix}sandbox-name"), m.name.clone());
+    a.insert(format!("{prefix}sandbox-namespace"), m.namespace.clone());
+    a.insert(format!("{prefix}sandbox-uid"), m.uid.clone());
     a
 }
 
@@ -850,7 +817,7 @@ fn annotations(c: &ContainerConfig, sandbox: &PodSandboxConfig) -> HashMap<Strin
 mod tests {
     use std::io;
 
-    use berth_cri::runtime::v1::{Mount as CriMount, MountPropagation};
+    use berth_podspec::{Mount as CriMount, MountPropagation};
 
     use super::*;
 
@@ -896,7 +863,7 @@ mod tests {
         rootfs: tempfile::TempDir,
         volumes: tempfile::TempDir,
         image: ImageConfiguration,
-        sandbox: PodSandboxConfig,
+        sandbox: PodConfig,
         grantable: BTreeSet<&'static str>,
     }
 
@@ -906,7 +873,7 @@ mod tests {
                 rootfs: tempfile::tempdir().unwrap(),
                 volumes: tempfile::tempdir().unwrap(),
                 image: ImageConfiguration::default(),
-                sandbox: PodSandboxConfig::default(),
+                sandbox: PodConfig::default(),
                 grantable: caps::DEFAULT.into_iter().collect(),
             }
         }
@@ -952,7 +919,7 @@ mod tests {
         CriMount {
             host_path: host.display().to_string(),
             container_path: container.into(),
-            propagation: p as i32,
+            propagation: p,
             ..Default::default()
         }
     }
@@ -996,11 +963,7 @@ mod tests {
         let shared = s.volume("shared");
         let slave = s.volume("slave");
         let host = FakeHost::new(table(&shared, &slave), false);
-        let c = container(vec![bind(
-            &shared,
-            "/vol",
-            MountPropagation::PropagationBidirectional,
-        )]);
+        let c = container(vec![bind(&shared, "/vol", MountPropagation::Bidirectional)]);
         let spec = s.build(&c, &host).unwrap().spec;
         assert_eq!(options_of(&spec, "/vol"), ["rbind", "rshared", "rw"]);
         assert_eq!(rootfs_propagation(&spec).as_deref(), Some("rshared"));
@@ -1008,20 +971,12 @@ mod tests {
         // A sub-directory of the shared mount is fine too.
         let sub = shared.join("sub");
         std::fs::create_dir(&sub).unwrap();
-        let c = container(vec![bind(
-            &sub,
-            "/vol",
-            MountPropagation::PropagationBidirectional,
-        )]);
+        let c = container(vec![bind(&sub, "/vol", MountPropagation::Bidirectional)]);
         assert!(s.build(&c, &host).is_ok());
 
         // A slave is not enough, nor a private mount.
         for source in [&slave, &s.volume("private")] {
-            let c = container(vec![bind(
-                source,
-                "/vol",
-                MountPropagation::PropagationBidirectional,
-            )]);
+            let c = container(vec![bind(source, "/vol", MountPropagation::Bidirectional)]);
             let e = s.build(&c, &host).unwrap_err();
             assert_eq!(e.kind(), crate::ErrorKind::FailedPrecondition);
             assert!(e.to_string().contains("is not a shared mount"), "{e}");
@@ -1038,7 +993,7 @@ mod tests {
             let c = container(vec![bind(
                 source,
                 "/vol",
-                MountPropagation::PropagationHostToContainer,
+                MountPropagation::HostToContainer,
             )]);
             let spec = s.build(&c, &host).unwrap().spec;
             assert_eq!(options_of(&spec, "/vol"), ["rbind", "rslave", "rw"]);
@@ -1048,7 +1003,7 @@ mod tests {
         let c = container(vec![bind(
             &private,
             "/vol",
-            MountPropagation::PropagationHostToContainer,
+            MountPropagation::HostToContainer,
         )]);
         let e = s.build(&c, &host).unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::FailedPrecondition);
@@ -1058,12 +1013,12 @@ mod tests {
         // the order.
         for order in [
             [
-                MountPropagation::PropagationHostToContainer,
-                MountPropagation::PropagationBidirectional,
+                MountPropagation::HostToContainer,
+                MountPropagation::Bidirectional,
             ],
             [
-                MountPropagation::PropagationBidirectional,
-                MountPropagation::PropagationHostToContainer,
+                MountPropagation::Bidirectional,
+                MountPropagation::HostToContainer,
             ],
         ] {
             let c = container(vec![
@@ -1075,11 +1030,7 @@ mod tests {
         }
 
         // Private mounts never look at the mount table.
-        let c = container(vec![bind(
-            &private,
-            "/vol",
-            MountPropagation::PropagationPrivate,
-        )]);
+        let c = container(vec![bind(&private, "/vol", MountPropagation::Private)]);
         let spec = s
             .build(&c, &FakeHost::new(String::new(), false))
             .unwrap()
@@ -1144,7 +1095,7 @@ mod tests {
             .security_context
             .get_or_insert_with(Default::default)
             .apparmor = Some(SecurityProfile {
-            profile_type: ProfileType::Localhost as i32,
+            profile_type: ProfileType::Localhost,
             localhost_ref: "berth-test".into(),
         });
         let profile = |host: &FakeHost| {
@@ -1175,17 +1126,14 @@ mod tests {
 
     #[test]
     fn apparmor_profiles() {
-        let sc = |p: Option<SecurityProfile>, old: &str| {
-            #[allow(deprecated)]
-            LinuxContainerSecurityContext {
-                apparmor: p,
-                apparmor_profile: old.into(),
-                ..Default::default()
-            }
+        let sc = |p: Option<SecurityProfile>, old: &str| ContainerSecurityContext {
+            apparmor: p,
+            apparmor_profile: old.into(),
+            ..Default::default()
         };
         let lh = |r: &str| {
             Some(SecurityProfile {
-                profile_type: ProfileType::Localhost as i32,
+                profile_type: ProfileType::Localhost,
                 localhost_ref: r.into(),
             })
         };

@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use berth_cri::runtime::v1::LinuxContainerResources;
 use berth_oci::CgroupSupport;
+use berth_podspec::Resources;
 
 use crate::error::{Error, Result};
 
@@ -157,7 +157,7 @@ pub fn update(
     layout: Layout,
     support: &CgroupSupport,
     path: &str,
-    r: &LinuxContainerResources,
+    r: &Resources,
 ) -> Result<Vec<String>> {
     let mut left_out = Vec::new();
     let has = |c: &str| support.controllers.contains(c);

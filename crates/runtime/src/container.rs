@@ -7,13 +7,13 @@
 //! starts, signals and reaps it. The monitor's state file is the truth
 //! about the container's lifecycle; the record here is what was asked.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use berth_cri::runtime::v1 as cri;
 use berth_monitor::client::ClientError;
-use berth_monitor::protocol::{paths, Request, State, Status};
+use berth_monitor::protocol::{paths, Request};
+pub use berth_monitor::protocol::{State, Status};
+use berth_podspec::{ContainerConfig, ContainerMetadata, IdMapping, NamespaceMode, Resources};
 use berth_snapshot::{Overlay, OverlaySpec};
 use nix::sys::signal::Signal;
 use oci_spec::runtime::Spec;
@@ -38,7 +38,8 @@ pub struct User {
 pub struct ContainerRecord {
     pub id: String,
     pub sandbox_id: String,
-    pub config: cri::ContainerConfig,
+    /// What CreateContainer asked for.
+    pub config: ContainerConfig,
     /// The image's id (its config digest).
     pub image_id: String,
     /// A repo digest of the image, else its id.
@@ -55,14 +56,14 @@ pub struct ContainerRecord {
     pub cgroups_path: String,
     pub user: User,
     /// The resources last applied.
-    pub resources: Option<cri::LinuxContainerResources>,
+    pub resources: Option<Resources>,
     /// The pod's name, namespace and uid, for the name key.
     pub pod_key: String,
 }
 
 impl ContainerRecord {
-    pub fn metadata(&self) -> cri::ContainerMetadata {
-        self.config.metadata.clone().unwrap_or_default()
+    pub fn metadata(&self) -> &ContainerMetadata {
+        &self.config.metadata
     }
 
     pub fn name_key(&self) -> String {
@@ -75,7 +76,7 @@ impl ContainerRecord {
         &self,
         id: &str,
         pod: &str,
-        labels: &std::collections::HashMap<String, String>,
+        labels: &std::collections::BTreeMap<String, String>,
     ) -> bool {
         self.id.starts_with(id)
             && self.sandbox_id.starts_with(pod)
@@ -140,14 +141,17 @@ fn parse_signal(s: &str) -> Option<Signal> {
 
 /// The signal StopContainer sends first: the container config's, else the
 /// image's `STOPSIGNAL`, else SIGTERM (containerd's order).
-fn stop_signal(rec: &ContainerRecord) -> Signal {
-    effective_stop_signal(rec.config.stop_signal(), rec.image_stop_signal.as_deref())
+pub fn stop_signal(rec: &ContainerRecord) -> Signal {
+    effective_stop_signal(
+        rec.config.stop_signal.as_deref(),
+        rec.image_stop_signal.as_deref(),
+    )
 }
 
-fn effective_stop_signal(config: cri::Signal, image: Option<&str>) -> Signal {
+fn effective_stop_signal(config: Option<&str>, image: Option<&str>) -> Signal {
     match config {
-        cri::Signal::RuntimeDefault => image.and_then(parse_signal).unwrap_or(Signal::SIGTERM),
-        s => parse_signal(s.as_str_name()).unwrap_or(Signal::SIGTERM),
+        None => image.and_then(parse_signal).unwrap_or(Signal::SIGTERM),
+        Some(s) => parse_signal(s).unwrap_or(Signal::SIGTERM),
     }
 }
 
@@ -180,11 +184,6 @@ mod log_path_tests {
     }
 }
 
-/// [`stop_signal`] as the CRI names it, for ContainerStatus.
-fn cri_stop_signal(rec: &ContainerRecord) -> cri::Signal {
-    cri::Signal::from_str_name(stop_signal(rec).as_str()).unwrap_or(cri::Signal::Sigterm)
-}
-
 #[cfg(test)]
 mod stop_signal_tests {
     use super::*;
@@ -192,24 +191,12 @@ mod stop_signal_tests {
     #[test]
     fn config_then_image_then_sigterm() {
         let eff = |c, i| effective_stop_signal(c, i);
-        assert_eq!(eff(cri::Signal::RuntimeDefault, None), Signal::SIGTERM);
-        assert_eq!(
-            eff(cri::Signal::RuntimeDefault, Some("SIGQUIT")),
-            Signal::SIGQUIT
-        );
-        assert_eq!(
-            eff(cri::Signal::RuntimeDefault, Some("usr1")),
-            Signal::SIGUSR1
-        );
-        assert_eq!(eff(cri::Signal::RuntimeDefault, Some("9")), Signal::SIGKILL);
-        assert_eq!(
-            eff(cri::Signal::RuntimeDefault, Some("bogus")),
-            Signal::SIGTERM
-        );
-        assert_eq!(eff(cri::Signal::Sigint, Some("SIGQUIT")), Signal::SIGINT);
-        let name = |s: Signal| cri::Signal::from_str_name(s.as_str());
-        assert_eq!(name(Signal::SIGQUIT), Some(cri::Signal::Sigquit));
-        assert_eq!(name(Signal::SIGTERM), Some(cri::Signal::Sigterm));
+        assert_eq!(eff(None, None), Signal::SIGTERM);
+        assert_eq!(eff(None, Some("SIGQUIT")), Signal::SIGQUIT);
+        assert_eq!(eff(None, Some("usr1")), Signal::SIGUSR1);
+        assert_eq!(eff(None, Some("9")), Signal::SIGKILL);
+        assert_eq!(eff(None, Some("bogus")), Signal::SIGTERM);
+        assert_eq!(eff(Some("SIGINT"), Some("SIGQUIT")), Signal::SIGINT);
     }
 }
 
@@ -308,11 +295,7 @@ impl Runtime {
     }
 
     /// CreateContainer.
-    pub async fn create_container(
-        &self,
-        pod_id: &str,
-        config: cri::ContainerConfig,
-    ) -> Result<String> {
+    pub async fn create_container(&self, pod_id: &str, config: ContainerConfig) -> Result<String> {
         let pod = self.get_pod(pod_id)?;
         if !(pod.ready && pod.monitor_alive()) {
             return Err(Error::FailedPrecondition(format!(
@@ -320,20 +303,13 @@ impl Runtime {
                 pod.id
             )));
         }
-        let meta = config
-            .metadata
-            .clone()
-            .ok_or_else(|| Error::InvalidArgument("container config has no metadata".into()))?;
-        if meta.name.is_empty() {
+        if config.metadata.name.is_empty() {
             return Err(Error::InvalidArgument(
                 "container metadata has no name".into(),
             ));
         }
         check_log_path(&config.log_path)?;
-        let wanted = config
-            .image
-            .as_ref()
-            .map(|i| i.image.clone())
+        let wanted = Some(config.image.image.clone())
             .filter(|i| !i.is_empty())
             .ok_or_else(|| Error::InvalidArgument("container config names no image".into()))?;
         let (image, _) = self
@@ -514,7 +490,7 @@ impl Runtime {
         &self,
         pod: &SandboxRecord,
         rec: &ContainerRecord,
-    ) -> Result<cri::ContainerConfig> {
+    ) -> Result<ContainerConfig> {
         let mut config = rec.config.clone();
         if config
             .mounts
@@ -530,7 +506,7 @@ impl Runtime {
                     .into(),
             ));
         };
-        let same = |wanted: &[cri::IdMapping], pod: &[(u32, u32, u32)]| {
+        let same = |wanted: &[IdMapping], pod: &[(u32, u32, u32)]| {
             wanted.len() == pod.len()
                 && wanted
                     .iter()
@@ -571,7 +547,7 @@ impl Runtime {
     fn namespaces_for(
         &self,
         pod: &SandboxRecord,
-        config: &cri::ContainerConfig,
+        config: &ContainerConfig,
     ) -> Result<berth_oci::Namespaces> {
         use berth_oci::Namespace as Ns;
         let monitor = pod
@@ -579,28 +555,26 @@ impl Runtime {
             .ok_or_else(|| Error::FailedPrecondition(format!("pod {} has no monitor", pod.id)))?;
         let ns_path = |pid: i32, ns: &str| PathBuf::from(format!("/proc/{pid}/ns/{ns}"));
         let opts = config
-            .linux
-            .as_ref()
-            .and_then(|l| l.security_context.as_ref())
+            .security_context()
             .and_then(|s| s.namespace_options.clone())
             .unwrap_or_else(|| pod.namespaces());
-        let pid = match opts.pid() {
-            cri::NamespaceMode::Node => Ns::Host,
-            cri::NamespaceMode::Container => Ns::New,
-            cri::NamespaceMode::Pod => match pod.pod_init {
+        let pid = match opts.pid {
+            NamespaceMode::Node => Ns::Host,
+            NamespaceMode::Container => Ns::New,
+            NamespaceMode::Pod => match pod.pod_init {
                 Some(init) => Ns::Join(ns_path(init, "pid")),
-                None if pod.namespaces().pid() == cri::NamespaceMode::Node => Ns::Host,
+                None if pod.namespaces().pid == NamespaceMode::Node => Ns::Host,
                 None => {
                     return Err(Error::FailedPrecondition(format!(
                         "the container asks for the pod's PID namespace, but pod {} was \
                          created with PID namespace mode {:?}: it has none to share (create \
                          the pod with mode POD)",
                         pod.id,
-                        pod.namespaces().pid()
+                        pod.namespaces().pid
                     )))
                 }
             },
-            cri::NamespaceMode::Target => {
+            NamespaceMode::Target => {
                 let target = self.get_container(&opts.target_id)?;
                 if target.sandbox_id != pod.id {
                     return Err(Error::InvalidArgument(format!(
@@ -786,72 +760,54 @@ impl Runtime {
         Ok(())
     }
 
-    /// ContainerStatus.
+    /// ContainerStatus: the container, and with `verbose` the runtime's
+    /// details (the edge adds the container's config in the CRI's form).
     pub fn container_status(
         &self,
         id: &str,
         verbose: bool,
-    ) -> Result<cri::ContainerStatusResponse> {
+    ) -> Result<(
+        ContainerView,
+        Option<serde_json::Map<String, serde_json::Value>>,
+    )> {
         let rec = self.get_container(id)?;
-        let state = self.container_state(&rec);
-        let mut info = HashMap::new();
-        if verbose {
+        let view = self.view(rec);
+        let info = verbose.then(|| {
+            let rec = &view.record;
             let spec = Spec::load(self.bundle(&rec.id).join("config.json")).ok();
-            let v = serde_json::json!({
-                "sandboxID": rec.sandbox_id,
-                "pid": state.pid,
-                "removing": false,
-                "snapshotKey": rec.id,
-                "runtimeSpec": spec,
-                "config": rec.config,
-                "cgroupsPath": rec.cgroups_path,
-            });
-            info.insert("info".to_string(), v.to_string());
+            let mut info = serde_json::Map::new();
+            info.insert("sandboxID".into(), rec.sandbox_id.clone().into());
+            info.insert("pid".into(), view.state.pid.into());
+            info.insert("removing".into(), false.into());
+            info.insert("snapshotKey".into(), rec.id.clone().into());
+            info.insert("runtimeSpec".into(), serde_json::json!(spec));
+            info.insert("cgroupsPath".into(), rec.cgroups_path.clone().into());
+            info
+        });
+        Ok((view, info))
+    }
+
+    fn view(&self, record: ContainerRecord) -> ContainerView {
+        ContainerView {
+            state: self.container_state(&record),
+            stop_signal: stop_signal(&record),
+            record,
         }
-        Ok(cri::ContainerStatusResponse {
-            status: Some(status_of(&rec, &state)),
-            info,
-        })
     }
 
     /// ListContainers.
-    pub fn list_containers(&self, filter: Option<&cri::ContainerFilter>) -> Vec<cri::Container> {
+    pub fn list_containers(&self, filter: &ContainerFilter) -> Vec<ContainerView> {
         let recs: Vec<ContainerRecord> = self.read_index().containers.values().cloned().collect();
-        recs.iter()
-            .filter(|c| {
-                filter.is_none_or(|f| c.matches(&f.id, &f.pod_sandbox_id, &f.label_selector))
-            })
-            .filter_map(|c| {
-                let state = cri_state(&self.container_state(c));
-                if let Some(want) = filter.and_then(|f| f.state.as_ref()) {
-                    if want.state != state as i32 {
-                        return None;
-                    }
-                }
-                Some(cri::Container {
-                    id: c.id.clone(),
-                    pod_sandbox_id: c.sandbox_id.clone(),
-                    metadata: Some(c.metadata()),
-                    image: Some(image_spec(c)),
-                    image_ref: c.image_ref.clone(),
-                    state: state as i32,
-                    created_at: c.created_at,
-                    labels: c.config.labels.clone(),
-                    annotations: c.config.annotations.clone(),
-                    image_id: c.image_id.clone(),
-                })
-            })
+        recs.into_iter()
+            .filter(|c| c.matches(&filter.id, &filter.pod_id, &filter.labels))
+            .map(|c| self.view(c))
+            .filter(|c| filter.status.is_none_or(|s| s == c.state.status))
             .collect()
     }
 
     /// ExecSync: runs `cmd` in the container; a non-zero exit is a result,
     /// not an error. A timeout kills the process and is DeadlineExceeded.
-    pub async fn exec_sync(
-        &self,
-        id: &str,
-        cmd: Vec<String>,
-        timeout: i64,
-    ) -> Result<cri::ExecSyncResponse> {
+    pub async fn exec_sync(&self, id: &str, cmd: Vec<String>, timeout: i64) -> Result<ExecOutput> {
         if cmd.is_empty() {
             return Err(Error::InvalidArgument("exec: no command given".into()));
         }
@@ -875,7 +831,7 @@ impl Runtime {
                 "timeout {timeout_secs}s exceeded: the command was killed"
             )));
         }
-        Ok(cri::ExecSyncResponse {
+        Ok(ExecOutput {
             stdout: r.stdout,
             stderr: r.stderr,
             exit_code: r.exit_code,
@@ -884,11 +840,7 @@ impl Runtime {
 
     /// UpdateContainerResources: applies to the live cgroup and is reported
     /// by ContainerStatus.
-    pub async fn update_container(
-        &self,
-        id: &str,
-        resources: Option<cri::LinuxContainerResources>,
-    ) -> Result<()> {
+    pub async fn update_container(&self, id: &str, resources: Option<Resources>) -> Result<()> {
         let id = self.get_container(id)?.id;
         let _g = self.lock(&id).await;
         // Read under the lock: a concurrent update's fields are kept.
@@ -913,7 +865,7 @@ impl Runtime {
             );
         }
         let mut merged = rec.resources.clone().unwrap_or_default();
-        merge_resources(&mut merged, &r);
+        merged.merge(&r);
         rec.resources = Some(merged);
         self.save_container(&rec).await
     }
@@ -938,93 +890,35 @@ impl Runtime {
     }
 }
 
-fn merge_resources(into: &mut cri::LinuxContainerResources, r: &cri::LinuxContainerResources) {
-    if r.cpu_period != 0 {
-        into.cpu_period = r.cpu_period;
-    }
-    if r.cpu_quota != 0 {
-        into.cpu_quota = r.cpu_quota;
-    }
-    if r.cpu_shares != 0 {
-        into.cpu_shares = r.cpu_shares;
-    }
-    if r.memory_limit_in_bytes != 0 {
-        into.memory_limit_in_bytes = r.memory_limit_in_bytes;
-    }
-    if r.memory_swap_limit_in_bytes != 0 {
-        into.memory_swap_limit_in_bytes = r.memory_swap_limit_in_bytes;
-    }
-    if !r.cpuset_cpus.is_empty() {
-        into.cpuset_cpus = r.cpuset_cpus.clone();
-    }
-    if !r.cpuset_mems.is_empty() {
-        into.cpuset_mems = r.cpuset_mems.clone();
-    }
-    if !r.hugepage_limits.is_empty() {
-        into.hugepage_limits = r.hugepage_limits.clone();
-    }
-    into.unified.extend(r.unified.clone());
-    if r.oom_score_adj != 0 {
-        into.oom_score_adj = r.oom_score_adj;
-    }
+/// A container as ContainerStatus and ListContainers report it.
+#[derive(Debug, Clone)]
+pub struct ContainerView {
+    pub record: ContainerRecord,
+    /// Its lifecycle, from its monitor's state file.
+    pub state: State,
+    /// The signal StopContainer sends first (config, image, else SIGTERM).
+    pub stop_signal: Signal,
 }
 
-fn cri_state(s: &State) -> cri::ContainerState {
-    match s.status {
-        Status::Created => cri::ContainerState::ContainerCreated,
-        Status::Running => cri::ContainerState::ContainerRunning,
-        Status::Exited => cri::ContainerState::ContainerExited,
-    }
+/// Which containers ListContainers and ListContainerStats return: every
+/// field that is set must match.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerFilter {
+    /// An id prefix; empty: any.
+    pub id: String,
+    /// A pod id prefix; empty: any.
+    pub pod_id: String,
+    pub status: Option<Status>,
+    /// Labels the container must have, with these values.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
-fn image_spec(c: &ContainerRecord) -> cri::ImageSpec {
-    cri::ImageSpec {
-        image: c.image_name.clone(),
-        user_specified_image: c
-            .config
-            .image
-            .as_ref()
-            .map(|i| i.user_specified_image.clone())
-            .unwrap_or_default(),
-        ..Default::default()
-    }
-}
-
-fn status_of(c: &ContainerRecord, s: &State) -> cri::ContainerStatus {
-    cri::ContainerStatus {
-        id: c.id.clone(),
-        metadata: Some(c.metadata()),
-        state: cri_state(s) as i32,
-        created_at: c.created_at,
-        started_at: s.started_at,
-        finished_at: s.finished_at,
-        exit_code: s.exit_code,
-        image: Some(image_spec(c)),
-        image_ref: c.image_ref.clone(),
-        reason: s.reason.clone(),
-        message: s.message.clone(),
-        labels: c.config.labels.clone(),
-        annotations: c.config.annotations.clone(),
-        mounts: c.config.mounts.clone(),
-        log_path: c
-            .log_path
-            .as_ref()
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        resources: c.resources.clone().map(|r| cri::ContainerResources {
-            linux: Some(r),
-            ..Default::default()
-        }),
-        image_id: c.image_id.clone(),
-        user: Some(cri::ContainerUser {
-            linux: Some(cri::LinuxContainerUser {
-                uid: c.user.uid as i64,
-                gid: c.user.gid as i64,
-                supplemental_groups: c.user.groups.iter().map(|g| *g as i64).collect(),
-            }),
-        }),
-        stop_signal: cri_stop_signal(c) as i32,
-    }
+/// What ExecSync collected: a non-zero exit is a result, not an error.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub exit_code: i32,
 }
 
 /// The lowest oom_score_adj this process may set (its own current value
@@ -1268,27 +1162,6 @@ mod tests {
         assert_eq!(parse_signal("quit"), Some(Signal::SIGQUIT));
         assert_eq!(parse_signal("9"), Some(Signal::SIGKILL));
         assert_eq!(parse_signal("SIGNOPE"), None);
-        assert_eq!(
-            parse_signal(cri::Signal::Sigusr1.as_str_name()),
-            Some(Signal::SIGUSR1)
-        );
-    }
-
-    #[test]
-    fn resources_merge_keeps_unset_fields() {
-        let mut a = cri::LinuxContainerResources {
-            cpu_shares: 512,
-            memory_limit_in_bytes: 100,
-            ..Default::default()
-        };
-        merge_resources(
-            &mut a,
-            &cri::LinuxContainerResources {
-                memory_limit_in_bytes: 200,
-                ..Default::default()
-            },
-        );
-        assert_eq!(a.cpu_shares, 512);
-        assert_eq!(a.memory_limit_in_bytes, 200);
+        assert_eq!(parse_signal("SIGUSR1"), Some(Signal::SIGUSR1));
     }
 }

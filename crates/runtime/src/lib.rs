@@ -9,7 +9,8 @@
 //!
 //! Where things are:
 //! - `<root>/runtime/pods/<id>.json`, `<root>/runtime/containers/<id>.json`:
-//!   records (what was asked), written atomically;
+//!   records (what was asked, in `berth-podspec`'s model: see [`records`]),
+//!   written atomically;
 //! - `<root>/runtime/rootfs/<id>/{upper,work,merged}`: container root filesystems;
 //! - `<state>/pods/<id>/`: the monitor's directory (socket, pod.json,
 //!   container state files, shared files, shm tmpfs);
@@ -20,8 +21,9 @@ pub mod container;
 pub mod error;
 mod idmap;
 mod podfiles;
+pub mod records;
 pub mod sandbox;
-mod stats;
+pub mod stats;
 mod stream;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -34,9 +36,10 @@ use berth_image::ImageService;
 use berth_network::Cni;
 use berth_store::RecordDir;
 
-pub use container::ContainerRecord;
+pub use container::{ContainerFilter, ContainerRecord, ContainerView, ExecOutput};
 pub use error::{Error, Kind, Result};
-pub use sandbox::SandboxRecord;
+pub use sandbox::{PodFilter, PodView, SandboxRecord};
+pub use stats::ContainerStats;
 
 /// The runtime service.
 #[derive(Clone)]
@@ -96,7 +99,12 @@ pub(crate) fn new_id() -> String {
 impl Runtime {
     /// Loads the records, reconciles them with the monitors that are still
     /// running, and keeps the images containers use from collection.
-    pub async fn open(config: &Config, images: ImageService) -> Result<Runtime> {
+    /// `wire` reads the CRI configs of version 1 records (see [`records`]).
+    pub async fn open(
+        config: &Config,
+        images: ImageService,
+        wire: Arc<dyn records::WireConfigs>,
+    ) -> Result<Runtime> {
         let root = config.root.join("runtime");
         let state = config.state.clone();
         for d in [
@@ -107,8 +115,11 @@ impl Runtime {
         ] {
             std::fs::create_dir_all(&d).map_err(error::io("creating", &d))?;
         }
-        let pod_records = RecordDir::open(root.join("pods"))?;
-        let container_records = RecordDir::open(root.join("containers"))?;
+        let (pod_migration, container_migration) = records::migrations(wire);
+        let pod_records =
+            RecordDir::open(root.join("pods"))?.versioned(records::VERSION, pod_migration);
+        let container_records = RecordDir::open(root.join("containers"))?
+            .versioned(records::VERSION, container_migration);
         let cni = Cni::new(&config.cni.conf_dir, config.cni.bin_dirs.clone());
         if config.cni.install_default
             && cni.reload().is_err()

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use berth_cri::runtime::v1::DnsConfig;
+use berth_podspec::DnsConfig;
 use rustix::mount::{mount, unmount, MountFlags, UnmountFlags};
 
 use crate::error::{io, Error, Result};

@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use berth_cri::runtime::v1 as cri;
 use berth_monitor::client::Client;
 use berth_monitor::protocol::{self, Handler, PodSpec, Request};
 use berth_network::{NetNs, PodNetwork, PortMapping};
+use berth_podspec::{NamespaceMode, NamespaceOptions, PodConfig, PodMetadata};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -93,7 +93,8 @@ fn start_time(pid: i32) -> Option<u64> {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SandboxRecord {
     pub id: String,
-    pub config: cri::PodSandboxConfig,
+    /// What RunPodSandbox asked for.
+    pub config: PodConfig,
     pub runtime_handler: String,
     pub created_at: i64,
     pub ready: bool,
@@ -111,17 +112,9 @@ pub struct SandboxRecord {
     pub userns: Option<protocol::IdMaps>,
 }
 
-fn ns_options(c: &cri::PodSandboxConfig) -> cri::NamespaceOption {
-    c.linux
-        .as_ref()
-        .and_then(|l| l.security_context.as_ref())
-        .and_then(|s| s.namespace_options.clone())
-        .unwrap_or_default()
-}
-
 impl SandboxRecord {
-    pub fn metadata(&self) -> cri::PodSandboxMetadata {
-        self.config.metadata.clone().unwrap_or_default()
+    pub fn metadata(&self) -> &PodMetadata {
+        &self.config.metadata
     }
 
     /// kubelet's uniqueness key: name, namespace, uid and attempt.
@@ -130,8 +123,8 @@ impl SandboxRecord {
         format!("{}_{}_{}_{}", m.name, m.namespace, m.uid, m.attempt)
     }
 
-    pub fn namespaces(&self) -> cri::NamespaceOption {
-        ns_options(&self.config)
+    pub fn namespaces(&self) -> NamespaceOptions {
+        self.config.namespace_options()
     }
 
     pub fn pod_dir(&self, rt: &Runtime) -> PathBuf {
@@ -151,11 +144,7 @@ impl SandboxRecord {
     }
 
     pub fn privileged(&self) -> bool {
-        self.config
-            .linux
-            .as_ref()
-            .and_then(|l| l.security_context.as_ref())
-            .is_some_and(|s| s.privileged)
+        self.config.privileged()
     }
 
     fn network(&self) -> Option<PodNetwork> {
@@ -164,9 +153,9 @@ impl SandboxRecord {
         Some(PodNetwork {
             id: self.id.clone(),
             netns,
-            name: m.name,
-            namespace: m.namespace,
-            uid: m.uid,
+            name: m.name.clone(),
+            namespace: m.namespace.clone(),
+            uid: m.uid.clone(),
             port_mappings: self
                 .config
                 .port_mappings
@@ -175,12 +164,7 @@ impl SandboxRecord {
                 .map(|p| PortMapping {
                     host_port: p.host_port,
                     container_port: p.container_port,
-                    protocol: match p.protocol() {
-                        cri::Protocol::Tcp => "tcp",
-                        cri::Protocol::Udp => "udp",
-                        cri::Protocol::Sctp => "sctp",
-                    }
-                    .into(),
+                    protocol: p.protocol.as_str().into(),
                     host_ip: p.host_ip.clone(),
                 })
                 .collect(),
@@ -247,17 +231,13 @@ impl Runtime {
     }
 
     /// RunPodSandbox: returns the new pod's id once it is ready.
-    pub async fn run_pod(&self, config: cri::PodSandboxConfig, handler: String) -> Result<String> {
-        let meta = config
-            .metadata
-            .clone()
-            .ok_or_else(|| Error::InvalidArgument("pod sandbox config has no metadata".into()))?;
-        if meta.name.is_empty() {
+    pub async fn run_pod(&self, config: PodConfig, handler: String) -> Result<String> {
+        if config.metadata.name.is_empty() {
             return Err(Error::InvalidArgument(
                 "pod sandbox metadata has no name".into(),
             ));
         }
-        let ns = ns_options(&config);
+        let ns = config.namespace_options();
         let userns = berth_oci::validate_userns(ns.userns_options.as_ref())?.map(|u| {
             let lines = |m: &[berth_oci::IdMap]| {
                 m.iter()
@@ -270,7 +250,7 @@ impl Runtime {
             }
         });
         let runner = self.handler(&handler)?;
-        let host_net = ns.network() == cri::NamespaceMode::Node;
+        let host_net = ns.network == NamespaceMode::Node;
         if host_net && !config.hostname.is_empty() {
             // The pod shares the node's UTS namespace: its host name is the
             // node's. containerd (through runc) refuses this too.
@@ -284,7 +264,7 @@ impl Runtime {
                 )));
             }
         }
-        let own_ipc = ns.ipc() != cri::NamespaceMode::Node;
+        let own_ipc = ns.ipc != NamespaceMode::Node;
         let sysctls: std::collections::BTreeMap<String, String> = config
             .linux
             .as_ref()
@@ -387,7 +367,7 @@ impl Runtime {
                 // a pod init (CRI-O's drop_infra_ctr does the same): with
                 // CONTAINER (kubelet's default), every container gets its
                 // own, and a pod init would only hold an empty one.
-                new_pid: ns.pid() == cri::NamespaceMode::Pod,
+                new_pid: ns.pid == NamespaceMode::Pod,
                 sysctls,
                 handler,
                 userns: rec.userns.clone(),
@@ -561,83 +541,70 @@ impl Runtime {
         Ok(())
     }
 
-    /// PodSandboxStatus.
-    pub fn pod_status(&self, id: &str, verbose: bool) -> Result<cri::PodSandboxStatusResponse> {
+    /// PodSandboxStatus: the pod, and with `verbose` the runtime's details
+    /// (the edge adds the pod's config in the CRI's form).
+    pub fn pod_status(
+        &self,
+        id: &str,
+        verbose: bool,
+    ) -> Result<(PodView, Option<serde_json::Map<String, serde_json::Value>>)> {
         let rec = self.get_pod(id)?;
-        let mut info = std::collections::HashMap::new();
-        if verbose {
-            let v = serde_json::json!({
-                "pid": rec.pod_init.or(rec.monitor.map(|m| m.pid)),
-                "monitorPid": rec.monitor.map(|m| m.pid),
-                "netNamespacePath": rec.netns,
-                "runtimeHandler": rec.runtime_handler,
-                "cniResult": rec.cni_result,
-                "config": rec.config,
-            });
-            info.insert("info".to_string(), v.to_string());
-        }
-        Ok(cri::PodSandboxStatusResponse {
-            status: Some(status_of(&rec)),
-            info,
-            ..Default::default()
-        })
+        let info = verbose.then(|| {
+            let mut info = serde_json::Map::new();
+            info.insert(
+                "pid".into(),
+                rec.pod_init.or(rec.monitor.map(|m| m.pid)).into(),
+            );
+            info.insert("monitorPid".into(), rec.monitor.map(|m| m.pid).into());
+            info.insert("netNamespacePath".into(), serde_json::json!(rec.netns));
+            info.insert("runtimeHandler".into(), rec.runtime_handler.clone().into());
+            info.insert("cniResult".into(), serde_json::json!(rec.cni_result));
+            info
+        });
+        Ok((PodView::of(rec), info))
     }
 
     /// ListPodSandbox.
-    pub fn list_pods(&self, filter: Option<&cri::PodSandboxFilter>) -> Vec<cri::PodSandbox> {
+    pub fn list_pods(&self, filter: &PodFilter) -> Vec<PodView> {
         let idx = self.read_index();
         idx.pods
             .values()
+            .map(|p| PodView::of(p.clone()))
             .filter(|p| {
-                let Some(f) = filter else { return true };
-                (f.id.is_empty() || p.id.starts_with(&f.id))
-                    && f.state
-                        .as_ref()
-                        .is_none_or(|s| s.state == state_of(p) as i32)
-                    && f.label_selector
+                (filter.id.is_empty() || p.record.id.starts_with(&filter.id))
+                    && filter.ready.is_none_or(|r| r == p.ready)
+                    && filter
+                        .labels
                         .iter()
-                        .all(|(k, v)| p.config.labels.get(k) == Some(v))
-            })
-            .map(|p| cri::PodSandbox {
-                id: p.id.clone(),
-                metadata: Some(p.metadata()),
-                state: state_of(p) as i32,
-                created_at: p.created_at,
-                labels: p.config.labels.clone(),
-                annotations: p.config.annotations.clone(),
-                runtime_handler: p.runtime_handler.clone(),
+                        .all(|(k, v)| p.record.config.labels.get(k) == Some(v))
             })
             .collect()
     }
 }
 
-fn state_of(p: &SandboxRecord) -> cri::PodSandboxState {
-    if p.ready && p.monitor_alive() {
-        cri::PodSandboxState::SandboxReady
-    } else {
-        cri::PodSandboxState::SandboxNotready
+/// A pod as PodSandboxStatus and ListPodSandbox report it.
+#[derive(Debug, Clone)]
+pub struct PodView {
+    pub record: SandboxRecord,
+    /// Ready: so recorded, and its monitor runs.
+    pub ready: bool,
+}
+
+impl PodView {
+    fn of(record: SandboxRecord) -> PodView {
+        let ready = record.ready && record.monitor_alive();
+        PodView { record, ready }
     }
 }
 
-fn status_of(p: &SandboxRecord) -> cri::PodSandboxStatus {
-    let mut ips = p.ips.iter();
-    let ns = p.namespaces();
-    cri::PodSandboxStatus {
-        id: p.id.clone(),
-        metadata: Some(p.metadata()),
-        state: state_of(p) as i32,
-        created_at: p.created_at,
-        network: Some(cri::PodSandboxNetworkStatus {
-            ip: ips.next().cloned().unwrap_or_default(),
-            additional_ips: ips.map(|ip| cri::PodIp { ip: ip.clone() }).collect(),
-        }),
-        linux: Some(cri::LinuxPodSandboxStatus {
-            namespaces: Some(cri::Namespace { options: Some(ns) }),
-        }),
-        labels: p.config.labels.clone(),
-        annotations: p.config.annotations.clone(),
-        runtime_handler: p.runtime_handler.clone(),
-    }
+/// Which pods ListPodSandbox returns: every field that is set must match.
+#[derive(Debug, Clone, Default)]
+pub struct PodFilter {
+    /// An id prefix; empty: any.
+    pub id: String,
+    pub ready: Option<bool>,
+    /// Labels the pod must have, with these values.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// A monitor that reported ready.

@@ -5,9 +5,8 @@ use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use berth_cri::runtime::v1 as cri;
-
 use crate::cgroups::Layout;
+use crate::container::ContainerFilter;
 use crate::error::Result;
 use crate::{now_ns, ContainerRecord, Runtime};
 
@@ -26,8 +25,49 @@ fn stat_file(path: &Path) -> HashMap<String, u64> {
         .collect()
 }
 
-fn value(v: u64) -> Option<cri::UInt64Value> {
-    Some(cri::UInt64Value { value: v })
+/// A container's usage, as ContainerStats reports it.
+#[derive(Debug, Clone)]
+pub struct ContainerStats {
+    /// The container (its id, metadata, labels and annotations).
+    pub record: ContainerRecord,
+    /// When CPU and memory were read (ns since the epoch).
+    pub timestamp: i64,
+    /// `None`: the cgroup is gone.
+    pub cpu: Option<CpuUsage>,
+    pub memory: Option<MemoryUsage>,
+    pub writable_layer: WritableLayer,
+}
+
+/// CPU time of a container.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuUsage {
+    /// Cumulative, in nanoseconds.
+    pub usage_core_nano_seconds: u64,
+    /// Since the previous sample; `None` on the first.
+    pub usage_nano_cores: Option<u64>,
+}
+
+/// Memory of a container, in bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryUsage {
+    pub working_set_bytes: u64,
+    /// Limit minus working set; `None` without a limit.
+    pub available_bytes: Option<u64>,
+    pub usage_bytes: u64,
+    pub rss_bytes: u64,
+    pub page_faults: u64,
+    pub major_page_faults: u64,
+}
+
+/// A container's writable layer.
+#[derive(Debug, Clone)]
+pub struct WritableLayer {
+    /// When it was measured (ns since the epoch).
+    pub timestamp: i64,
+    /// The filesystem the layers are on.
+    pub mountpoint: String,
+    /// Bytes and inodes; `None` until first measured.
+    pub used: Option<(u64, u64)>,
 }
 
 /// Cumulative CPU time in nanoseconds, if the cgroup exists.
@@ -40,7 +80,7 @@ fn cpu_usage(layout: Layout, path: &str) -> Option<u64> {
     }
 }
 
-fn memory(layout: Layout, path: &str, ts: i64) -> Option<cri::MemoryUsage> {
+fn memory(layout: Layout, path: &str) -> Option<MemoryUsage> {
     let dir = layout.dir("memory", path);
     let (usage, limit, stat) = match layout {
         Layout::V1 => (
@@ -62,17 +102,13 @@ fn memory(layout: Layout, path: &str, ts: i64) -> Option<cri::MemoryUsage> {
     let working_set = usage.saturating_sub(inactive);
     // v1 reports "no limit" as a huge page-aligned number.
     let limit = limit.filter(|l| *l < (1 << 62));
-    Some(cri::MemoryUsage {
-        timestamp: ts,
-        working_set_bytes: value(working_set),
-        available_bytes: limit.map(|l| cri::UInt64Value {
-            value: l.saturating_sub(working_set),
-        }),
-        usage_bytes: value(usage),
-        rss_bytes: value(get("total_rss", "anon")),
-        page_faults: value(get("total_pgfault", "pgfault")),
-        major_page_faults: value(get("total_pgmajfault", "pgmajfault")),
-        psi: None,
+    Some(MemoryUsage {
+        working_set_bytes: working_set,
+        available_bytes: limit.map(|l| l.saturating_sub(working_set)),
+        usage_bytes: usage,
+        rss_bytes: get("total_rss", "anon"),
+        page_faults: get("total_pgfault", "pgfault"),
+        major_page_faults: get("total_pgmajfault", "pgmajfault"),
     })
 }
 
@@ -168,7 +204,7 @@ impl Runtime {
         }
     }
 
-    fn stats_of(&self, c: &ContainerRecord) -> cri::ContainerStats {
+    fn stats_of(&self, c: &ContainerRecord) -> ContainerStats {
         let ts = now_ns();
         let layout = self.inner.layout;
         let cpu = cpu_usage(layout, &c.cgroups_path).map(|total| {
@@ -182,11 +218,9 @@ impl Runtime {
                 (dt > 0 && total >= *u0).then(|| (total - u0) * 1_000_000_000 / dt)
             });
             prev.insert(c.id.clone(), (ts, total));
-            cri::CpuUsage {
-                timestamp: ts,
-                usage_core_nano_seconds: value(total),
-                usage_nano_cores: nano_cores.and_then(value),
-                psi: None,
+            CpuUsage {
+                usage_core_nano_seconds: total,
+                usage_nano_cores: nano_cores,
             }
         });
         // Measured off the request path (see `refresh_layer_usage`); unknown
@@ -198,44 +232,32 @@ impl Runtime {
             .unwrap_or_else(|p| p.into_inner())
             .get(&c.id)
             .copied();
-        cri::ContainerStats {
-            attributes: Some(cri::ContainerAttributes {
-                id: c.id.clone(),
-                metadata: Some(c.metadata()),
-                labels: c.config.labels.clone(),
-                annotations: c.config.annotations.clone(),
-            }),
+        ContainerStats {
+            record: c.clone(),
+            timestamp: ts,
             cpu,
-            memory: memory(layout, &c.cgroups_path, ts),
-            writable_layer: Some(cri::FilesystemUsage {
+            memory: memory(layout, &c.cgroups_path),
+            writable_layer: WritableLayer {
                 timestamp: usage.map_or(ts, |u| u.measured_at),
-                fs_id: Some(cri::FilesystemIdentifier {
-                    mountpoint: self
-                        .inner
-                        .root
-                        .join("rootfs")
-                        .to_string_lossy()
-                        .into_owned(),
-                }),
-                used_bytes: usage.map(|u| cri::UInt64Value { value: u.bytes }),
-                inodes_used: usage.map(|u| cri::UInt64Value { value: u.inodes }),
-            }),
-            swap: None,
-            io: None,
+                mountpoint: self
+                    .inner
+                    .root
+                    .join("rootfs")
+                    .to_string_lossy()
+                    .into_owned(),
+                used: usage.map(|u| (u.bytes, u.inodes)),
+            },
         }
     }
 
     /// ContainerStats.
-    pub fn container_stats(&self, id: &str) -> Result<cri::ContainerStats> {
+    pub fn container_stats(&self, id: &str) -> Result<ContainerStats> {
         let c = self.get_container(id)?;
         Ok(self.stats_of(&c))
     }
 
     /// ListContainerStats.
-    pub fn list_container_stats(
-        &self,
-        filter: Option<&cri::ContainerStatsFilter>,
-    ) -> Vec<cri::ContainerStats> {
+    pub fn list_container_stats(&self, filter: &ContainerFilter) -> Vec<ContainerStats> {
         let recs: Vec<ContainerRecord> = self.read_index().containers.values().cloned().collect();
         {
             // Forget the samples of removed containers.
@@ -247,9 +269,7 @@ impl Runtime {
             prev.retain(|id, _| recs.iter().any(|c| &c.id == id));
         }
         recs.iter()
-            .filter(|c| {
-                filter.is_none_or(|f| c.matches(&f.id, &f.pod_sandbox_id, &f.label_selector))
-            })
+            .filter(|c| c.matches(&filter.id, &filter.pod_id, &filter.labels))
             .map(|c| self.stats_of(c))
             .collect()
     }

@@ -32,12 +32,6 @@ impl Runtime {
         Ok(rec.id)
     }
 
-    /// Whether the container was created with a stdin and a terminal.
-    pub fn stdio_of(&self, id: &str) -> Result<(bool, bool)> {
-        let rec = self.get_container(id)?;
-        Ok((rec.config.stdin, rec.config.tty))
-    }
-
     /// Starts `cmd` in a running container for a streaming exec, with a
     /// terminal (`tty`) or pipes; with `stdin` it reads what the caller
     /// writes. The process dies when the returned stream is dropped.

@@ -254,7 +254,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     tokio::spawn(reap_orphans());
     let settings = berth_image::Settings::from_config(&config)?;
     let images = berth_image::ImageService::open(&config.root.join("images"), settings).await?;
-    let runtime = berth_runtime::Runtime::open(&config, images.clone()).await?;
+    let v1_records = std::sync::Arc::new(crate::convert::V1Records);
+    let runtime = berth_runtime::Runtime::open(&config, images.clone(), v1_records).await?;
     // After the runtime has said which snapshots its containers use.
     images.garbage_collect().await?;
     let listener = bind_socket(&socket, config.socket_group.as_deref())?;

@@ -3,9 +3,11 @@
 //!
 //! Every handler lives in its own file under [`image`] or [`runtime`] and
 //! runs inside [`instrument::call`], which logs it and maps its error to a
-//! gRPC code (in [`error`], the only place that knows the codes).
+//! gRPC code (in [`error`], the only place that knows the codes). The
+//! CRI's messages become Berth's own types, and back, in [`convert`].
 #![deny(unsafe_code)]
 
+pub mod convert;
 pub mod daemon;
 mod deadline;
 pub mod error;

@@ -4,13 +4,20 @@
 //! file in the same directory, `fsync`, `rename` over the old file, `fsync` of
 //! the directory. A crash at any point leaves either the old or the new
 //! record, never a torn one. Leftover temp files (`.tmp-*`) are removed when
-//! the directory is opened. Records carry a format version so that a newer
-//! Berth can migrate what an older one wrote.
+//! the directory is opened.
+//!
+//! Every record carries the format version of its directory's record type
+//! (`{"version": N, "record": ...}`). A record of an older version is
+//! migrated on read by the directory's [`Migration`]; one of a newer
+//! version (a downgrade) cannot be read and is reported as such, for the
+//! caller to [quarantine](RecordDir::quarantine). Unknown fields are
+//! ignored, so that a newer Berth of the same version can add some.
 #![deny(unsafe_code)]
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -35,6 +42,15 @@ pub enum Error {
         found: u32,
         supported: u32,
     },
+    #[error(
+        "record {path} of version {found} cannot be migrated to version {supported}: {reason}"
+    )]
+    Migration {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+        reason: String,
+    },
     #[error("invalid record key {0:?}")]
     Key(String),
 }
@@ -47,8 +63,14 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Er
     }
 }
 
-/// The current on-disk envelope version.
+/// The version of record types that never changed (the first one).
 pub const VERSION: u32 = 1;
+
+/// Rewrites a record (the envelope's `record`) of an older version, given
+/// as the first argument, into the current version's form; an error says
+/// why it cannot.
+pub type Migration =
+    Arc<dyn Fn(u32, serde_json::Value) -> Result<serde_json::Value, String> + Send + Sync>;
 
 #[derive(Serialize, Deserialize)]
 struct Envelope<T> {
@@ -83,9 +105,22 @@ pub struct Quarantined {
 const QUARANTINE: &str = "quarantine";
 
 /// A directory of records of one type, keyed by a file-name-safe key.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RecordDir {
     dir: PathBuf,
+    /// The version records are written in, the newest this reads.
+    version: u32,
+    /// From older versions to `version`.
+    migrate: Option<Migration>,
+}
+
+impl std::fmt::Debug for RecordDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordDir")
+            .field("dir", &self.dir)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RecordDir {
@@ -101,7 +136,22 @@ impl RecordDir {
                 fs::remove_file(&p).map_err(io("remove", &p))?;
             }
         }
-        Ok(RecordDir { dir })
+        Ok(RecordDir {
+            dir,
+            version: VERSION,
+            migrate: None,
+        })
+    }
+
+    /// Records of this directory are of `version` (written so, read up to
+    /// it); `migrate` brings older ones to it when they are read. Without
+    /// it (see [`RecordDir::open`]), the version is [`VERSION`].
+    pub fn versioned(self, version: u32, migrate: Migration) -> Self {
+        RecordDir {
+            version,
+            migrate: Some(migrate),
+            ..self
+        }
     }
 
     /// The directory this store writes into.
@@ -126,7 +176,7 @@ impl RecordDir {
     pub fn put<T: Serialize>(&self, key: &str, record: &T) -> Result<(), Error> {
         let path = self.path(key)?;
         let data = serde_json::to_vec(&Envelope {
-            version: VERSION,
+            version: self.version,
             record,
         })
         .map_err(|source| Error::Corrupt {
@@ -140,7 +190,7 @@ impl RecordDir {
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
         let path = self.path(key)?;
         match fs::read(&path) {
-            Ok(data) => decode(&path, &data).map(Some),
+            Ok(data) => self.decode(&path, &data).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io("read", &path)(e)),
         }
@@ -180,7 +230,7 @@ impl RecordDir {
                 error,
             };
             match fs::read(&path) {
-                Ok(data) => match decode(&path, &data) {
+                Ok(data) => match self.decode(&path, &data) {
                     Ok(r) => good.push((key.to_string(), r)),
                     Err(e) => bad.push(unreadable(e)),
                 },
@@ -249,27 +299,36 @@ fn reason_path(record: &Path) -> PathBuf {
     record.with_file_name(name)
 }
 
-fn decode<T: DeserializeOwned>(path: &Path, data: &[u8]) -> Result<T, Error> {
-    #[derive(Deserialize)]
-    struct Head {
-        version: u32,
-    }
-    let head: Head = serde_json::from_slice(data).map_err(|source| Error::Corrupt {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    if head.version > VERSION {
-        return Err(Error::Version {
+impl RecordDir {
+    /// Reads an envelope: a record of this directory's version as it is,
+    /// an older one through the migration, a newer one not at all.
+    fn decode<T: DeserializeOwned>(&self, path: &Path, data: &[u8]) -> Result<T, Error> {
+        let corrupt = |source| Error::Corrupt {
             path: path.to_path_buf(),
-            found: head.version,
-            supported: VERSION,
-        });
+            source,
+        };
+        let env: Envelope<serde_json::Value> = serde_json::from_slice(data).map_err(corrupt)?;
+        let found = env.version;
+        if found > self.version {
+            return Err(Error::Version {
+                path: path.to_path_buf(),
+                found,
+                supported: self.version,
+            });
+        }
+        let record = match &self.migrate {
+            Some(migrate) if found < self.version => {
+                migrate(found, env.record).map_err(|reason| Error::Migration {
+                    path: path.to_path_buf(),
+                    found,
+                    supported: self.version,
+                    reason,
+                })?
+            }
+            _ => env.record,
+        };
+        serde_json::from_value(record).map_err(corrupt)
     }
-    let env: Envelope<T> = serde_json::from_slice(data).map_err(|source| Error::Corrupt {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok(env.record)
 }
 
 /// Replaces `path` with `data` atomically and durably (temp file, fsync,
@@ -403,6 +462,54 @@ mod tests {
         .unwrap();
         let s = RecordDir::open(d.path()).unwrap();
         assert_eq!(s.get::<Rec>("k").unwrap().unwrap().n, 1);
+    }
+
+    #[test]
+    fn older_versions_are_migrated_newer_ones_refused() {
+        // Version 2 of `Rec` renamed `label` to `name`.
+        let d = tempfile::tempdir().unwrap();
+        let migrate: Migration = Arc::new(|version, mut v| match version {
+            1 => {
+                let label = v["label"].take();
+                v["name"] = label;
+                Ok(v)
+            }
+            _ => Err(format!("no migration from version {version}")),
+        });
+        let s = RecordDir::open(d.path()).unwrap().versioned(2, migrate);
+        let write = |key: &str, text: &str| fs::write(d.path().join(key), text).unwrap();
+        write("old.json", r#"{"version":1,"record":{"label":"x","n":1}}"#);
+        write("zero.json", r#"{"version":0,"record":{"label":"x","n":1}}"#);
+        write("bad.json", r#"{"version":1,"record":{"n":"not a number"}}"#);
+        write("new.json", r#"{"version":3,"record":{"name":"x","n":1}}"#);
+        s.put(
+            "cur",
+            &Rec {
+                name: "c".into(),
+                n: 2,
+            },
+        )
+        .unwrap();
+        let text = fs::read_to_string(d.path().join("cur.json")).unwrap();
+        assert!(text.starts_with(r#"{"version":2,"#), "{text}");
+        assert_eq!(s.get::<Rec>("old").unwrap().unwrap().name, "x");
+
+        let (good, bad) = s.load_all::<Rec>().unwrap();
+        let keys: Vec<&str> = good.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["cur", "old"]);
+        let error = |key: &str| &bad.iter().find(|u| u.key == key).unwrap().error;
+        assert!(matches!(
+            error("new"),
+            Error::Version {
+                found: 3,
+                supported: 2,
+                ..
+            }
+        ));
+        assert!(matches!(error("zero"), Error::Migration { found: 0, .. }));
+        // Migrated, but still not a `Rec`.
+        assert!(matches!(error("bad"), Error::Corrupt { .. }));
+        assert_eq!(bad.len(), 3);
     }
 
     #[test]

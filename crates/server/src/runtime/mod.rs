@@ -12,6 +12,7 @@ use berth_cri::runtime::v1 as cri;
 use berth_cri::runtime::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
+use crate::convert;
 use crate::error::ServerError;
 use crate::instrument::{call, mutation, Kind};
 
@@ -50,6 +51,23 @@ async fn blocking<T: Send + 'static>(
 
 fn required<T>(v: Option<T>, what: &str) -> Result<T, ServerError> {
     v.ok_or_else(|| ServerError::InvalidArgument(format!("{what} is required")))
+}
+
+/// A verbose status's `info`: the runtime's details and the config, in
+/// the CRI's protobuf-JSON, under `config`.
+fn verbose_info(
+    info: Option<serde_json::Map<String, serde_json::Value>>,
+    config: impl serde::Serialize,
+) -> std::collections::HashMap<String, String> {
+    let Some(mut info) = info else {
+        return Default::default();
+    };
+    info.insert(
+        "config".into(),
+        serde_json::to_value(config).unwrap_or_default(),
+    );
+    let text = serde_json::Value::Object(info).to_string();
+    std::collections::HashMap::from([("info".to_string(), text)])
 }
 
 #[tonic::async_trait]
@@ -112,7 +130,7 @@ impl RuntimeService for Runtime {
         mutation("RunPodSandbox", {
             let rt = self.rt.clone();
             async move {
-                let config = required(r.config, "config")?;
+                let config = convert::pod_config(required(r.config, "config")?)?;
                 let pod_sandbox_id = rt.run_pod(config, r.runtime_handler).await?;
                 Ok(cri::RunPodSandboxResponse { pod_sandbox_id })
             }
@@ -156,7 +174,12 @@ impl RuntimeService for Runtime {
     ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
         let r = req.into_inner();
         call("PodSandboxStatus", Kind::Read, async {
-            Ok(self.rt.pod_status(&r.pod_sandbox_id, r.verbose)?)
+            let (pod, info) = self.rt.pod_status(&r.pod_sandbox_id, r.verbose)?;
+            Ok(cri::PodSandboxStatusResponse {
+                status: Some(convert::pod_status(&pod)),
+                info: verbose_info(info, convert::cri_pod_config(&pod.record.config)),
+                ..Default::default()
+            })
         })
         .await
     }
@@ -167,8 +190,11 @@ impl RuntimeService for Runtime {
     ) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
         let r = req.into_inner();
         call("ListPodSandbox", Kind::Read, async {
+            let items = convert::pod_filter(r.filter)
+                .map(|f| self.rt.list_pods(&f))
+                .unwrap_or_default();
             Ok(cri::ListPodSandboxResponse {
-                items: self.rt.list_pods(r.filter.as_ref()),
+                items: items.iter().map(convert::pod_sandbox).collect(),
             })
         })
         .await
@@ -182,7 +208,7 @@ impl RuntimeService for Runtime {
         mutation("CreateContainer", {
             let rt = self.rt.clone();
             async move {
-                let config = required(r.config, "config")?;
+                let config = convert::container_config(required(r.config, "config")?)?;
                 let container_id = rt.create_container(&r.pod_sandbox_id, config).await?;
                 Ok(cri::CreateContainerResponse { container_id })
             }
@@ -241,8 +267,20 @@ impl RuntimeService for Runtime {
     ) -> Result<Response<cri::ListContainersResponse>, Status> {
         let r = req.into_inner();
         call("ListContainers", Kind::Read, async {
+            let filter = match r.filter {
+                None => Some(Default::default()),
+                Some(f) => convert::container_filter(
+                    f.id,
+                    f.pod_sandbox_id,
+                    f.state.map(|s| s.state),
+                    f.label_selector,
+                ),
+            };
+            let containers = filter
+                .map(|f| self.rt.list_containers(&f))
+                .unwrap_or_default();
             Ok(cri::ListContainersResponse {
-                containers: self.rt.list_containers(r.filter.as_ref()),
+                containers: containers.iter().map(convert::container).collect(),
             })
         })
         .await
@@ -254,7 +292,11 @@ impl RuntimeService for Runtime {
     ) -> Result<Response<cri::ContainerStatusResponse>, Status> {
         let r = req.into_inner();
         call("ContainerStatus", Kind::Read, async {
-            Ok(self.rt.container_status(&r.container_id, r.verbose)?)
+            let (c, info) = self.rt.container_status(&r.container_id, r.verbose)?;
+            Ok(cri::ContainerStatusResponse {
+                status: Some(convert::container_status(&c)),
+                info: verbose_info(info, convert::cri_container_config(&c.record.config)),
+            })
         })
         .await
     }
@@ -267,7 +309,8 @@ impl RuntimeService for Runtime {
         mutation("UpdateContainerResources", {
             let rt = self.rt.clone();
             async move {
-                rt.update_container(&r.container_id, r.linux).await?;
+                let resources = r.linux.map(convert::resources);
+                rt.update_container(&r.container_id, resources).await?;
                 Ok(cri::UpdateContainerResourcesResponse {})
             }
         })
@@ -298,7 +341,9 @@ impl RuntimeService for Runtime {
         call("ContainerStats", Kind::Read, async move {
             // cgroup files of the container: read off the async workers.
             let stats = blocking(move || rt.container_stats(&r.container_id)).await??;
-            Ok(cri::ContainerStatsResponse { stats: Some(stats) })
+            Ok(cri::ContainerStatsResponse {
+                stats: Some(convert::container_stats(&stats)),
+            })
         })
         .await
     }
@@ -312,8 +357,19 @@ impl RuntimeService for Runtime {
         call("ListContainerStats", Kind::Read, async move {
             // cgroup files of every container: read off the async workers,
             // so that Status and the rest never wait behind them.
-            let stats = blocking(move || rt.list_container_stats(r.filter.as_ref())).await?;
-            Ok(cri::ListContainerStatsResponse { stats })
+            let filter = match r.filter {
+                None => Some(Default::default()),
+                Some(f) => {
+                    convert::container_filter(f.id, f.pod_sandbox_id, None, f.label_selector)
+                }
+            };
+            let stats = match filter {
+                Some(f) => blocking(move || rt.list_container_stats(&f)).await?,
+                None => Vec::new(),
+            };
+            Ok(cri::ListContainerStatsResponse {
+                stats: stats.iter().map(convert::container_stats).collect(),
+            })
         })
         .await
     }
@@ -355,7 +411,12 @@ impl RuntimeService for Runtime {
     ) -> Result<Response<cri::ExecSyncResponse>, Status> {
         let r = req.into_inner();
         call("ExecSync", Kind::Mutation, async {
-            Ok(self.rt.exec_sync(&r.container_id, r.cmd, r.timeout).await?)
+            let out = self.rt.exec_sync(&r.container_id, r.cmd, r.timeout).await?;
+            Ok(cri::ExecSyncResponse {
+                stdout: out.stdout,
+                stderr: out.stderr,
+                exit_code: out.exit_code,
+            })
         })
         .await
     }
