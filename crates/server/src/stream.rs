@@ -139,8 +139,8 @@ fn attach_process(session: AttachSession, req: &AttachRequest) -> Process {
     let (size_tx, mut size_rx) = mpsc::unbounded_channel::<(u16, u16)>();
     let input = tokio::spawn(async move {
         let mut buf = vec![0u8; 32 * 1024];
-        let mut stdin_open = true;
-        loop {
+        let (mut stdin_open, mut sizes_open) = (true, true);
+        while stdin_open || sizes_open {
             tokio::select! {
                 n = stdin_r.read(&mut buf), if stdin_open => {
                     let n = n.unwrap_or(0);
@@ -158,10 +158,10 @@ fn attach_process(session: AttachSession, req: &AttachRequest) -> Process {
                         return;
                     }
                 }
-                size = size_rx.recv() => {
+                size = size_rx.recv(), if sizes_open => {
                     let Some((w, h)) = size else {
-                        if stdin_open { continue; }
-                        return;
+                        sizes_open = false;
+                        continue;
                     };
                     let mut f = frame::header(frame::RESIZE, 4).to_vec();
                     f.extend_from_slice(&w.to_be_bytes());
@@ -172,6 +172,10 @@ fn attach_process(session: AttachSession, req: &AttachRequest) -> Process {
                 }
             }
         }
+        // Closing the connection would end the session: it lasts until the
+        // container exits or the client goes (this task is then aborted).
+        std::future::pending::<()>().await;
+        drop(writer);
     });
     let done = async move {
         let outcome = match exit_rx.await {
