@@ -22,8 +22,8 @@ use berth_spdy::Headers;
 use berth_testkit::{fixtures, Compression, Layer, ManifestFormat, Registry, TarWriter};
 use common::*;
 use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, ReadHalf, WriteHalf};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tonic::transport::Channel;
 
@@ -40,6 +40,10 @@ struct Env {
 
 /// A daemon, a pod and busybox with the applets these tests use.
 async fn env(name: &str) -> Env {
+    env_with(name, "").await
+}
+
+async fn env_with(name: &str, config: &str) -> Env {
     let reg = Registry::start();
     let mut extra = TarWriter::new();
     for applet in ["nc", "httpd", "stty", "tty", "seq"] {
@@ -51,7 +55,7 @@ async fn env(name: &str) -> Env {
         .push(&reg, "tests/busybox:stream", ManifestFormat::Oci)
         .await
         .unwrap();
-    let d = Daemon::start("");
+    let d = Daemon::start(config);
     let net = TestNetwork::create(d.dir.path());
     let image = format!("{}/tests/busybox:stream", reg.host());
     pull(&mut d.images().await, &image, None).await.unwrap();
@@ -197,10 +201,14 @@ async fn ws_run(
     (code, out, err)
 }
 
+/// A connection to the streaming server, plain or TLS.
+trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Conn for T {}
+
 /// A SPDY/3.1 client after `Upgrade: SPDY/3.1`, as client-go's.
 struct Spdy {
-    rd: FramedRead<OwnedReadHalf, FrameCodec>,
-    wr: FramedWrite<OwnedWriteHalf, FrameCodec>,
+    rd: FramedRead<ReadHalf<Box<dyn Conn>>, FrameCodec>,
+    wr: FramedWrite<WriteHalf<Box<dyn Conn>>, FrameCodec>,
     enc: HeaderEncoder,
     next_id: u32,
     /// DATA per stream, and which ended (FIN or RST).
@@ -212,8 +220,19 @@ struct Spdy {
 /// line and the client (on 101).
 async fn spdy_connect(url: &str, protocols: &[&str]) -> (String, Option<Spdy>) {
     let rest = url.strip_prefix("http://").unwrap();
+    let (host, _) = rest.split_at(rest.find('/').unwrap());
+    let conn = tokio::net::TcpStream::connect(host).await.unwrap();
+    spdy_upgrade(Box::new(conn), url, protocols).await
+}
+
+/// The upgrade on `conn`, a connection to `url`'s server.
+async fn spdy_upgrade(
+    mut conn: Box<dyn Conn>,
+    url: &str,
+    protocols: &[&str],
+) -> (String, Option<Spdy>) {
+    let rest = url.split_once("://").unwrap().1;
     let (host, path) = rest.split_at(rest.find('/').unwrap());
-    let mut conn = tokio::net::TcpStream::connect(host).await.unwrap();
     let mut req = format!(
         "POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nContent-Length: 0\r\n"
     );
@@ -234,7 +253,7 @@ async fn spdy_connect(url: &str, protocols: &[&str]) -> (String, Option<Spdy>) {
     if !head.starts_with("HTTP/1.1 101") {
         return (head, None);
     }
-    let (r, w) = conn.into_split();
+    let (r, w) = tokio::io::split(conn);
     let client = Spdy {
         rd: FramedRead::new(r, FrameCodec::new(1 << 20)),
         wr: FramedWrite::new(w, FrameCodec::new(1 << 20)),
@@ -293,10 +312,11 @@ impl Spdy {
 
     /// The next frame (DATA, FIN and RST recorded), answering PINGs.
     async fn next(&mut self) -> Option<Frame> {
+        // A reset connection ends it as EOF does.
         let f = tokio::time::timeout(WAIT, self.rd.next())
             .await
             .expect("a frame in time")?
-            .expect("a valid frame");
+            .ok()?;
         match &f {
             Frame::Data(d) => {
                 self.data
@@ -422,6 +442,52 @@ async fn exec_over_websocket_and_spdy() {
     assert!(head
         .to_ascii_lowercase()
         .contains("x-accepted-stream-protocol-versions: v4.channel.k8s.io"));
+}
+
+#[tokio::test]
+async fn the_streaming_server_can_serve_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let (cert_file, key_file) = (dir.path().join("s.crt"), dir.path().join("s.key"));
+    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
+    std::fs::write(&key_file, cert.key_pair.serialize_pem()).unwrap();
+    let config = format!(
+        "[stream]\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+        cert_file.display(),
+        key_file.display()
+    );
+    let mut e = env_with("tls", &config).await;
+    let c = container(&mut e, "main", &["sleep", "100000"], false, false).await;
+    let url = exec_url(
+        &mut e,
+        exec_request(&c, &["echo", "over tls"], false, false),
+    )
+    .await;
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let host = url.split_once("://").unwrap().1.split('/').next().unwrap();
+    let tcp = tokio::net::TcpStream::connect(host).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let conn = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (head, s) = spdy_upgrade(Box::new(conn), &url, &["v4.channel.k8s.io"]).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut s = s.unwrap();
+    let error = s.open(&[("streamtype", "error")]).await;
+    let stdout = s.open(&[("streamtype", "stdout")]).await;
+    let stderr = s.open(&[("streamtype", "stderr")]).await;
+    s.until_ended(&[stdout, stderr, error]).await;
+    assert_eq!(s.text(stdout), "over tls\n");
+    assert_eq!(s.text(error), r#"{"status":"Success"}"#);
 }
 
 #[tokio::test]
@@ -635,6 +701,25 @@ async fn a_client_that_goes_away_takes_its_exec_with_it() {
     .await;
     eventually("the daemon closes what it held", || {
         open_fds(daemon) <= fds_before
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn idle_streams_are_closed_and_their_exec_killed() {
+    let mut e = env_with("idle", "[stream]\nidle_timeout = \"1s\"\n").await;
+    let c = container(&mut e, "main", &["sleep", "100000"], false, false).await;
+    let url = exec_url(&mut e, exec_request(&c, &["sleep", "4343.5"], false, false)).await;
+    let (head, s) = spdy_connect(&url, &["v4.channel.k8s.io"]).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut s = s.unwrap();
+    for t in ["error", "stdout", "stderr"] {
+        s.open(&[("streamtype", t)]).await;
+    }
+    // Nothing crosses the connection: the server closes it.
+    while s.next().await.is_some() {}
+    eventually("the idle exec is killed", || {
+        processes_with("sleep 4343.5").is_empty()
     })
     .await;
 }

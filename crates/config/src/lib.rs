@@ -109,6 +109,10 @@ pub struct StreamConfig {
     /// A stream with no traffic for this long is closed.
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub idle_timeout: Duration,
+    /// Serve HTTPS with this certificate chain (PEM); with `tls_key_file`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for StreamConfig {
@@ -117,6 +121,8 @@ impl Default for StreamConfig {
             address: std::net::IpAddr::from([127, 0, 0, 1]),
             port: 0,
             idle_timeout: Duration::from_secs(4 * 3600),
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }

@@ -271,6 +271,15 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         berth_streaming::Config {
             address: std::net::SocketAddr::new(config.stream.address, config.stream.port),
             idle_timeout: config.stream.idle_timeout,
+            tls: config
+                .stream
+                .tls_cert_file
+                .clone()
+                .zip(config.stream.tls_key_file.clone())
+                .map(|(cert_file, key_file)| berth_streaming::Tls {
+                    cert_file,
+                    key_file,
+                }),
         },
         crate::stream::StreamBackend {
             rt: runtime.clone(),

@@ -38,7 +38,11 @@ pub const TUNNELED_PORT_FORWARD: &str = "SPDY/3.1+portforward.k8s.io";
 
 type Body = Full<Bytes>;
 
-pub(crate) async fn serve<B: Backend>(listener: tokio::net::TcpListener, shared: Arc<Shared<B>>) {
+pub(crate) async fn serve<B: Backend>(
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared<B>>,
+) {
     loop {
         let (conn, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -50,19 +54,40 @@ pub(crate) async fn serve<B: Backend>(listener: tokio::net::TcpListener, shared:
         };
         let _ = conn.set_nodelay(true);
         let shared = shared.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(handle(req, shared)) }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(conn), service)
-                .with_upgrades()
-                .await
-            {
-                tracing::debug!(%peer, "streaming connection: {e}");
+            match tls {
+                None => serve_connection(conn, peer, shared).await,
+                Some(tls) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(conn)).await {
+                        Ok(Ok(conn)) => serve_connection(conn, peer, shared).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake: {e}"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
             }
         });
+    }
+}
+
+/// How long a client may take to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn serve_connection<IO, B>(conn: IO, peer: std::net::SocketAddr, shared: Arc<Shared<B>>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    B: Backend,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(handle(req, shared)) }
+    });
+    if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(conn), service)
+        .with_upgrades()
+        .await
+    {
+        tracing::debug!(%peer, "streaming connection: {e}");
     }
 }
 

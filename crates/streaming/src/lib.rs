@@ -113,6 +113,15 @@ pub struct Config {
     pub address: SocketAddr,
     /// A stream with no traffic for this long is closed.
     pub idle_timeout: Duration,
+    /// Serve HTTPS with this certificate chain and key (PEM files).
+    pub tls: Option<Tls>,
+}
+
+/// The streaming server's certificate.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub cert_file: std::path::PathBuf,
+    pub key_file: std::path::PathBuf,
 }
 
 /// Why the server could not start, or a URL could not be issued.
@@ -125,6 +134,32 @@ pub enum Error {
     },
     #[error("{0}")]
     Cache(#[from] cache::CacheError),
+    #[error("the streaming server's TLS certificate: {0}")]
+    Tls(String),
+}
+
+/// A TLS acceptor for `tls`'s certificate chain and key.
+fn acceptor(tls: &Tls) -> Result<tokio_rustls::TlsAcceptor, Error> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &std::path::Path, e: &dyn std::fmt::Display| {
+        Error::Tls(format!("{}: {e}", what.display()))
+    };
+    let certs = CertificateDer::pem_file_iter(&tls.cert_file)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| bad(&tls.cert_file, &e))?;
+    if certs.is_empty() {
+        return Err(bad(&tls.cert_file, &"no certificate in it"));
+    }
+    let key = PrivateKeyDer::from_pem_file(&tls.key_file).map_err(|e| bad(&tls.key_file, &e))?;
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// The streaming server: its address, its pending requests and the backend.
@@ -150,6 +185,7 @@ impl<B> Clone for Server<B> {
 impl<B: Backend> Server<B> {
     /// Binds the listener and serves in the background.
     pub async fn start(config: Config, backend: B) -> Result<Server<B>, Error> {
+        let tls = config.tls.as_ref().map(acceptor).transpose()?;
         let listener = tokio::net::TcpListener::bind(config.address)
             .await
             .map_err(|source| Error::Bind {
@@ -163,11 +199,11 @@ impl<B: Backend> Server<B> {
         let shared = Arc::new(Shared {
             backend,
             cache: cache::Cache::new(),
-            base: format!("http://{bound}"),
+            base: format!("{}://{bound}", if tls.is_some() { "https" } else { "http" }),
             idle_timeout: config.idle_timeout,
         });
         tracing::info!(address = %bound, "streaming server listening");
-        tokio::spawn(http::serve(listener, shared.clone()));
+        tokio::spawn(http::serve(listener, tls, shared.clone()));
         Ok(Server { shared })
     }
 

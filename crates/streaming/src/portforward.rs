@@ -95,7 +95,8 @@ pub(crate) async fn over_websocket<S, B>(
         })
         .collect();
     let mut mux = websocket::open(ws, framing, &data, &outbound, initial);
-    let mut forwards = Vec::new();
+    // Dropped (the session idle for too long), every forward stops.
+    let mut forwards = tokio::task::JoinSet::new();
     for (i, &port) in ports.iter().enumerate() {
         let i = i as u8;
         let (Some(from), Some(to), Some(mut error)) = (
@@ -107,7 +108,7 @@ pub(crate) async fn over_websocket<S, B>(
         };
         let shared = shared.clone();
         let pod = req.pod_id.clone();
-        forwards.push(tokio::spawn(async move {
+        forwards.spawn(async move {
             let done = match connect(&shared.backend, &pod, port).await {
                 Ok(conn) => relay(conn, from, to).await,
                 Err(e) => Err(e),
@@ -118,13 +119,12 @@ pub(crate) async fn over_websocket<S, B>(
                     .await;
             }
             let _ = error.shutdown().await;
-        }));
+        });
     }
-    let aborts: Vec<_> = forwards.iter().map(|f| f.abort_handle()).collect();
-    let all = futures::future::join_all(forwards);
+    let all = async { while forwards.join_next().await.is_some() {} };
     tokio::select! {
-        _ = all => {}
-        // Forwards idle on both sides would wait for ever.
-        _ = mux.gone => aborts.iter().for_each(|a| a.abort()),
+        _ = all => mux.tasks.finish().await,
+        // Forwards idle on both sides would wait for ever: dropped.
+        _ = mux.gone => {}
     }
 }

@@ -229,6 +229,17 @@ pub async fn read_sizes(mut from: Reader, apply: impl Fn(u16, u16)) {
     }
 }
 
+/// Tasks aborted when dropped (a session dropped half-way leaves none).
+struct AbortAll(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortAll {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
 /// Copies until the end of `from`, then closes `to`.
 async fn pump(mut from: Reader, mut to: Writer) {
     let _ = tokio::io::copy(&mut from, &mut to).await;
@@ -261,51 +272,48 @@ pub async fn run(
             return;
         }
     };
-    let mut background = Vec::new();
+    let mut background = AbortAll(Vec::new());
     if let (Some(from), Some(to)) = (stdin, process.stdin.take()) {
-        background.push(tokio::spawn(pump(from, to)));
+        background.0.push(tokio::spawn(pump(from, to)));
     }
     if let (Some(sizes), Some(apply)) = (resize, process.resize.take()) {
-        background.push(tokio::spawn(read_sizes(sizes, apply)));
+        background.0.push(tokio::spawn(read_sizes(sizes, apply)));
     }
-    let mut output = Vec::new();
+    let mut output = AbortAll(Vec::new());
     for (from, to) in [
         (process.stdout.take(), stdout),
         (process.stderr.take(), stderr),
     ] {
         match (from, to) {
-            (Some(from), Some(to)) => output.push(tokio::spawn(pump(from, to))),
+            (Some(from), Some(to)) => output.0.push(tokio::spawn(pump(from, to))),
             (None, Some(mut to)) => {
                 let _ = to.shutdown().await;
             }
             (Some(from), None) => {
                 // Nobody reads it: drain it so that the process never blocks.
-                output.push(tokio::spawn(pump(from, Box::pin(tokio::io::sink()))));
+                output
+                    .0
+                    .push(tokio::spawn(pump(from, Box::pin(tokio::io::sink()))));
             }
             (None, None) => {}
         }
     }
     let outcome = tokio::select! {
         outcome = &mut process.done => outcome,
-        _ = gone => {
-            for t in background.iter().chain(&output) {
-                t.abort();
-            }
-            return;
-        }
+        // Every task is aborted with `background` and `output`.
+        _ = gone => return,
     };
     drop(process);
     let drained = async {
-        for t in &mut output {
+        for t in &mut output.0 {
             let _ = t.await;
         }
     };
     if tokio::time::timeout(DRAIN, drained).await.is_err() {
         tracing::debug!("output still open {DRAIN:?} after the process ended; closing it");
     }
-    for t in background.iter().chain(&output) {
-        t.abort();
-    }
+    drop(background);
+    drop(output);
     let status = Status::of(&what, &outcome);
     let _ = error.write_all(&status.encode(version)).await;
     let _ = error.shutdown().await;

@@ -36,6 +36,10 @@ where
     B: Backend,
 {
     let (session, incoming) = Session::new(io, Config::default());
+    // Dropped before its end (the stream idle for too long), the
+    // connection goes at once, and with it everything it holds.
+    let guard = AbortOnDrop(session);
+    let session = &guard.0;
     let wants = |stdin: bool, stdout: bool, stderr: bool, tty: bool| Wants {
         stdin,
         stdout,
@@ -47,12 +51,12 @@ where
         Pending::Exec(r) => {
             let w = wants(r.stdin, r.stdout, r.stderr, r.tty);
             let what = What::Exec { cmd: r.cmd.clone() };
-            remote_command(&session, incoming, w, version, what, backend.exec(&r)).await;
+            remote_command(session, incoming, w, version, what, backend.exec(&r)).await;
         }
         Pending::Attach(r) => {
             let w = wants(r.stdin, r.stdout, r.stderr, r.tty);
             remote_command(
-                &session,
+                session,
                 incoming,
                 w,
                 version,
@@ -61,11 +65,19 @@ where
             )
             .await;
         }
-        Pending::PortForward(r) => port_forward(&session, incoming, r, shared.clone()).await,
+        Pending::PortForward(r) => port_forward(session, incoming, r, shared.clone()).await,
     }
     session.close();
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, session.closed()).await;
-    session.abort();
+    drop(guard);
+}
+
+struct AbortOnDrop(Session);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The channels a remote-command session waits for (besides error).

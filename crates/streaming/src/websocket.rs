@@ -55,7 +55,38 @@ pub struct Mux {
     pub writers: HashMap<u8, Writer>,
     /// Resolves when the client has gone.
     pub gone: oneshot::Receiver<()>,
+    /// The relaying tasks, stopped (and the connection closed) when this is
+    /// dropped.
+    pub tasks: Tasks,
 }
+
+/// The relaying tasks of a connection: aborted when dropped, unless
+/// [`Tasks::finish`] let the last messages and the close go out first.
+pub struct Tasks {
+    writing: Option<tokio::task::JoinHandle<()>>,
+    reading: tokio::task::AbortHandle,
+}
+
+impl Tasks {
+    /// Waits (a little) for every outbound message and the close to leave.
+    pub async fn finish(mut self) {
+        if let Some(w) = self.writing.take() {
+            let _ = tokio::time::timeout(FINISH_TIMEOUT, w).await;
+        }
+    }
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        if let Some(w) = &self.writing {
+            w.abort();
+        }
+        self.reading.abort();
+    }
+}
+
+/// How long the last messages of a session may take to leave.
+const FINISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn encode(framing: Framing, channel: u8, payload: &[u8]) -> Message {
     if framing.base64 {
@@ -137,7 +168,7 @@ where
 
     // Writes: the initial messages, every outbound chunk, then the close.
     let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
-    tokio::spawn(async move {
+    let writing = tokio::spawn(async move {
         for (ch, payload) in initial {
             if sink.send(encode(framing, ch, &payload)).await.is_err() {
                 return;
@@ -160,7 +191,7 @@ where
     });
 
     // Reads: each inbound message to its channel, until the client closes.
-    tokio::spawn(async move {
+    let reading = tokio::spawn(async move {
         let mut feeds = feeds;
         while let Some(msg) = stream.next().await {
             let msg = match msg {
@@ -196,6 +227,10 @@ where
         readers,
         writers,
         gone,
+        tasks: Tasks {
+            writing: Some(writing),
+            reading: reading.abort_handle(),
+        },
     }
 }
 
@@ -275,13 +310,14 @@ pub(crate) async fn session<S, B>(
             return;
         }
     };
-    let channels = remotecommand_channels(ws, framing, stdio);
+    let (channels, tasks) = remotecommand_channels(ws, framing, stdio);
     let process = match &pending {
         Pending::Exec(r) => shared.backend.exec(r).await,
         Pending::Attach(r) => shared.backend.attach(r).await,
         Pending::PortForward(_) => return,
     };
     remotecommand::run(process, channels, version, what).await;
+    tasks.finish().await;
 }
 
 /// The remote-command channels of a WebSocket: stdin and resize in, stdout,
@@ -291,7 +327,7 @@ fn remotecommand_channels<S>(
     ws: WebSocketStream<S>,
     framing: Framing,
     (stdin, stdout, stderr): (bool, bool, bool),
-) -> Channels
+) -> (Channels, Tasks)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -312,7 +348,7 @@ where
     let inbound: &[u8] = if stdin { &[STDIN, RESIZE] } else { &[RESIZE] };
     let mut mux = open(ws, framing, inbound, &outbound, vec![(ready, Vec::new())]);
     let gone = mux.gone;
-    Channels {
+    let channels = Channels {
         stdin: mux.readers.remove(&STDIN),
         stdout: mux.writers.remove(&STDOUT),
         stderr: mux.writers.remove(&STDERR),
@@ -324,7 +360,8 @@ where
         gone: Box::pin(async move {
             let _ = gone.await;
         }),
-    }
+    };
+    (channels, mux.tasks)
 }
 
 #[cfg(test)]
