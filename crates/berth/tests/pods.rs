@@ -910,7 +910,10 @@ async fn cli_pod_and_container_verbs() {
     assert!(ps.contains("Exited"), "{ps}");
     let out = e.d.cli(&["exec", "--interactive", &id, "sh"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not supported"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not running"),
+        "{out:?}"
+    );
     let out = e.d.cli(&["rm", "nosuchid"]);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("no container"),

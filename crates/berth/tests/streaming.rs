@@ -435,6 +435,20 @@ async fn exec_over_websocket_and_spdy() {
     assert_eq!(status["reason"], "NonZeroExitCode");
     assert_eq!(status["details"]["causes"][0]["message"], "4");
 
+    // The CLI: `berth exec -i`, stdin piped, the command's exit code.
+    let mut child = std::process::Command::new(BERTH)
+        .args(["--runtime-endpoint", &e.d.endpoint(), "exec", "-i", &c])
+        .args(["sh", "-c", "cat; exit 9"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Written, then closed (dropped): the command's stdin ends.
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"from the cli\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from the cli\n");
+    assert_eq!(out.status.code(), Some(9));
+
     // No protocol in common: 403 with the accepted ones.
     let url = exec_url(&mut e, exec_request(&c, &["true"], false, false)).await;
     let (head, _) = spdy_connect(&url, &["v9.channel.k8s.io"]).await;

@@ -19,8 +19,10 @@ use tokio_tungstenite::WebSocketStream;
 use crate::websocket::{self, Framing};
 use crate::{Backend, PortForwardRequest, Reader, Shared, Writer};
 
-/// What the error stream says when forwarding fails (the kubelet's words).
+/// What the error stream says when forwarding fails (the kubelet's words);
+/// logged too.
 pub fn error_message(port: u16, pod_id: &str, error: &str) -> String {
+    tracing::info!(pod = pod_id, port, "port-forward failed: {error}");
     format!("error forwarding port {port} to pod {pod_id}, uid : {error}")
 }
 

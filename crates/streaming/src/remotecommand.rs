@@ -265,6 +265,7 @@ pub async fn run(
     let mut process = match process {
         Ok(p) => p,
         Err(e) => {
+            tracing::info!(?what, "streaming session failed: {e}");
             let _ = error
                 .write_all(&Status::internal(&what, &e).encode(version))
                 .await;
