@@ -1617,6 +1617,56 @@ async fn writable_layer_usage_is_reported() {
     assert_no_leaks(&e, &[pod, c]);
 }
 
+/// PodSandboxStats: the pod's CPU, memory and processes (its containers'
+/// here: no cgroup parent), the interfaces of its network namespace, and
+/// its containers' stats; ListPodSandboxStats filters by id.
+#[tokio::test(flavor = "multi_thread")]
+async fn pod_stats_report_cgroups_network_and_containers() {
+    let mut e = env().await;
+    let (pod, c) = running_pod(&mut e, "podstats").await;
+    let stats =
+        e.rt.pod_sandbox_stats(cri::PodSandboxStatsRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    assert_eq!(stats.attributes.unwrap().id, pod);
+    let linux = stats.linux.unwrap();
+    assert_eq!(linux.containers.len(), 1);
+    assert_eq!(linux.containers[0].attributes.as_ref().unwrap().id, c);
+    assert!(linux.cpu.unwrap().usage_core_nano_seconds.unwrap().value > 0);
+    assert!(linux.memory.unwrap().working_set_bytes.unwrap().value > 0);
+    assert!(linux.process.unwrap().process_count.unwrap().value >= 1);
+    let net = linux.network.unwrap();
+    let eth0 = net.default_interface.unwrap();
+    assert_eq!(eth0.name, "eth0");
+    assert!(eth0.rx_bytes.is_some() && eth0.tx_bytes.is_some());
+    assert!(net.interfaces.iter().all(|i| i.name != "lo"));
+    let listed =
+        e.rt.list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest {
+            filter: Some(cri::PodSandboxStatsFilter {
+                id: pod.clone(),
+                label_selector: Default::default(),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert_eq!(listed.len(), 1);
+    let unknown =
+        e.rt.pod_sandbox_stats(cri::PodSandboxStatsRequest {
+            pod_sandbox_id: "nope".into(),
+        })
+        .await;
+    assert_eq!(unknown.unwrap_err().code(), tonic::Code::NotFound);
+    stop_remove_pod(&mut e, &pod).await;
+    assert_no_leaks(&e, &[pod, c]);
+}
+
 /// ExecSync output beyond what a CRI message can carry is cut, so the
 /// call still answers (16 MiB is the kubelet's message limit).
 #[tokio::test(flavor = "multi_thread")]

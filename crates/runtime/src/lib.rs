@@ -39,7 +39,7 @@ use berth_store::RecordDir;
 pub use container::{ContainerFilter, ContainerRecord, ContainerView, ExecOutput};
 pub use error::{Error, Kind, Result};
 pub use sandbox::{PodFilter, PodView, SandboxRecord};
-pub use stats::ContainerStats;
+pub use stats::{ContainerStats, InterfaceStats, PodStats};
 
 /// The runtime service.
 #[derive(Clone)]

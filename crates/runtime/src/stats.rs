@@ -1,5 +1,9 @@
 //! ContainerStats and ListContainerStats: CPU and memory from the
 //! container's cgroup, writable-layer usage from its overlay upper dir.
+//! PodSandboxStats and ListPodSandboxStats: the pod's cgroup (the kubelet's
+//! `cgroup_parent`; else the sum of its containers'), its process count,
+//! and the interfaces of its network namespace, read from its monitor's
+//! `/proc/<pid>/net/dev` (the monitor lives in that namespace).
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -57,6 +61,69 @@ pub struct MemoryUsage {
     pub rss_bytes: u64,
     pub page_faults: u64,
     pub major_page_faults: u64,
+}
+
+/// A pod's usage, as PodSandboxStats reports it.
+#[derive(Debug, Clone)]
+pub struct PodStats {
+    pub record: crate::sandbox::SandboxRecord,
+    pub timestamp: i64,
+    pub cpu: Option<CpuUsage>,
+    pub memory: Option<MemoryUsage>,
+    /// Processes in the pod's cgroups.
+    pub processes: Option<u64>,
+    /// The pod's interfaces (`lo` left out); empty for host-network pods.
+    pub interfaces: Vec<InterfaceStats>,
+    pub containers: Vec<ContainerStats>,
+}
+
+/// One network interface's counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceStats {
+    pub name: String,
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_errors: u64,
+    pub rx_dropped: u64,
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_errors: u64,
+    pub tx_dropped: u64,
+}
+
+/// Parses `/proc/net/dev`: every interface but `lo`.
+pub fn parse_net_dev(text: &str) -> Vec<InterfaceStats> {
+    text.lines()
+        .skip(2)
+        .filter_map(|l| {
+            let (name, rest) = l.split_once(':')?;
+            let name = name.trim();
+            let v: Vec<u64> = rest
+                .split_whitespace()
+                .map(|x| x.parse().ok())
+                .collect::<Option<_>>()?;
+            (name != "lo" && v.len() >= 12).then(|| InterfaceStats {
+                name: name.to_string(),
+                rx_bytes: v[0],
+                rx_packets: v[1],
+                rx_errors: v[2],
+                rx_dropped: v[3],
+                tx_bytes: v[8],
+                tx_packets: v[9],
+                tx_errors: v[10],
+                tx_dropped: v[11],
+            })
+        })
+        .collect()
+}
+
+/// Processes in a cgroup (`pids.current`, else `cgroup.procs` lines).
+fn process_count(layout: Layout, path: &str) -> Option<u64> {
+    read_u64(&layout.dir("pids", path).join("pids.current")).or_else(|| {
+        let procs =
+            std::fs::read_to_string(layout.dir("memory", path).join("cgroup.procs")).ok()?;
+        Some(procs.lines().count() as u64)
+    })
 }
 
 /// A container's writable layer.
@@ -207,22 +274,7 @@ impl Runtime {
     fn stats_of(&self, c: &ContainerRecord) -> ContainerStats {
         let ts = now_ns();
         let layout = self.inner.layout;
-        let cpu = cpu_usage(layout, &c.cgroups_path).map(|total| {
-            let mut prev = self
-                .inner
-                .cpu_samples
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let nano_cores = prev.get(&c.id).and_then(|(t0, u0)| {
-                let dt = (ts - t0) as u64;
-                (dt > 0 && total >= *u0).then(|| (total - u0) * 1_000_000_000 / dt)
-            });
-            prev.insert(c.id.clone(), (ts, total));
-            CpuUsage {
-                usage_core_nano_seconds: total,
-                usage_nano_cores: nano_cores,
-            }
-        });
+        let cpu = self.cpu_sample(&c.id, &c.cgroups_path, ts);
         // Measured off the request path (see `refresh_layer_usage`); unknown
         // until the first walk after the container was created.
         let usage = self
@@ -250,6 +302,116 @@ impl Runtime {
         }
     }
 
+    /// CPU time of a cgroup, with its rate since the previous sample under
+    /// `key`.
+    fn cpu_sample(&self, key: &str, path: &str, ts: i64) -> Option<CpuUsage> {
+        cpu_usage(self.inner.layout, path).map(|total| self.cpu_rate(key, total, ts))
+    }
+
+    fn cpu_rate(&self, key: &str, total: u64, ts: i64) -> CpuUsage {
+        let mut prev = self
+            .inner
+            .cpu_samples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let nano_cores = prev.get(key).and_then(|(t0, u0)| {
+            let dt = (ts - t0) as u64;
+            (dt > 0 && total >= *u0).then(|| (total - u0) * 1_000_000_000 / dt)
+        });
+        prev.insert(key.to_string(), (ts, total));
+        CpuUsage {
+            usage_core_nano_seconds: total,
+            usage_nano_cores: nano_cores,
+        }
+    }
+
+    fn pod_stats_of(&self, pod: &crate::sandbox::SandboxRecord) -> PodStats {
+        let ts = now_ns();
+        let layout = self.inner.layout;
+        let containers: Vec<ContainerStats> = self
+            .read_index()
+            .containers
+            .values()
+            .filter(|c| c.sandbox_id == pod.id)
+            .map(|c| self.stats_of(c))
+            .collect();
+        let parent = pod
+            .config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.trim_end_matches('/').to_string())
+            .filter(|p| !p.is_empty());
+        let (cpu, memory, processes) = match &parent {
+            Some(path) => (
+                self.cpu_sample(&format!("pod:{}", pod.id), path, ts),
+                memory(layout, path),
+                process_count(layout, path),
+            ),
+            // No pod cgroup: what its containers use.
+            None => {
+                let total: Option<u64> = containers
+                    .iter()
+                    .filter_map(|c| c.cpu.map(|u| u.usage_core_nano_seconds))
+                    .reduce(|a, b| a + b);
+                let cpu = total.map(|t| self.cpu_rate(&format!("pod:{}", pod.id), t, ts));
+                let memory =
+                    containers
+                        .iter()
+                        .filter_map(|c| c.memory)
+                        .reduce(|a, b| MemoryUsage {
+                            working_set_bytes: a.working_set_bytes + b.working_set_bytes,
+                            available_bytes: None,
+                            usage_bytes: a.usage_bytes + b.usage_bytes,
+                            rss_bytes: a.rss_bytes + b.rss_bytes,
+                            page_faults: a.page_faults + b.page_faults,
+                            major_page_faults: a.major_page_faults + b.major_page_faults,
+                        });
+                let processes = containers
+                    .iter()
+                    .filter_map(|c| process_count(layout, &c.record.cgroups_path))
+                    .reduce(|a, b| a + b);
+                (cpu, memory, processes)
+            }
+        };
+        let interfaces = match (&pod.netns, pod.monitor.filter(|_| pod.monitor_alive())) {
+            (Some(_), Some(m)) => std::fs::read_to_string(format!("/proc/{}/net/dev", m.pid))
+                .map(|t| parse_net_dev(&t))
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        PodStats {
+            record: pod.clone(),
+            timestamp: ts,
+            cpu,
+            memory,
+            processes,
+            interfaces,
+            containers,
+        }
+    }
+
+    /// PodSandboxStats.
+    pub fn pod_stats(&self, id: &str) -> Result<PodStats> {
+        let pod = self.get_pod(id)?;
+        Ok(self.pod_stats_of(&pod))
+    }
+
+    /// ListPodSandboxStats.
+    pub fn list_pod_stats(&self, filter: &crate::sandbox::PodFilter) -> Vec<PodStats> {
+        let pods: Vec<crate::sandbox::SandboxRecord> =
+            self.read_index().pods.values().cloned().collect();
+        pods.iter()
+            .filter(|p| {
+                (filter.id.is_empty() || p.id.starts_with(&filter.id))
+                    && filter
+                        .labels
+                        .iter()
+                        .all(|(k, v)| p.config.labels.get(k) == Some(v))
+            })
+            .map(|p| self.pod_stats_of(p))
+            .collect()
+    }
+
     /// ContainerStats.
     pub fn container_stats(&self, id: &str) -> Result<ContainerStats> {
         let c = self.get_container(id)?;
@@ -266,11 +428,39 @@ impl Runtime {
                 .cpu_samples
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            prev.retain(|id, _| recs.iter().any(|c| &c.id == id));
+            prev.retain(|id, _| id.starts_with("pod:") || recs.iter().any(|c| &c.id == id));
         }
         recs.iter()
             .filter(|c| c.matches(&filter.id, &filter.pod_id, &filter.labels))
             .map(|c| self.stats_of(c))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod net_dev_tests {
+    use super::*;
+
+    #[test]
+    fn net_dev_lines_without_lo() {
+        let text = "Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:     100       2    0    0    0     0          0         0      100       2    0    0    0     0       0          0
+  eth0:    1500      12    1    2    0     0          0         0      700       7    3    4    0     0       0          0
+";
+        assert_eq!(
+            parse_net_dev(text),
+            vec![InterfaceStats {
+                name: "eth0".into(),
+                rx_bytes: 1500,
+                rx_packets: 12,
+                rx_errors: 1,
+                rx_dropped: 2,
+                tx_bytes: 700,
+                tx_packets: 7,
+                tx_errors: 3,
+                tx_dropped: 4,
+            }]
+        );
     }
 }

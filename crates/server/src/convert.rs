@@ -761,6 +761,28 @@ pub fn container_status(c: &berth_runtime::ContainerView) -> cri::ContainerStatu
     }
 }
 
+fn cri_cpu(c: &berth_runtime::stats::CpuUsage, ts: i64) -> cri::CpuUsage {
+    cri::CpuUsage {
+        timestamp: ts,
+        usage_core_nano_seconds: uint64(c.usage_core_nano_seconds),
+        usage_nano_cores: c.usage_nano_cores.and_then(uint64),
+        psi: None,
+    }
+}
+
+fn cri_memory(m: &berth_runtime::stats::MemoryUsage, ts: i64) -> cri::MemoryUsage {
+    cri::MemoryUsage {
+        timestamp: ts,
+        working_set_bytes: uint64(m.working_set_bytes),
+        available_bytes: m.available_bytes.and_then(uint64),
+        usage_bytes: uint64(m.usage_bytes),
+        rss_bytes: uint64(m.rss_bytes),
+        page_faults: uint64(m.page_faults),
+        major_page_faults: uint64(m.major_page_faults),
+        psi: None,
+    }
+}
+
 fn uint64(value: u64) -> Option<cri::UInt64Value> {
     Some(cri::UInt64Value { value })
 }
@@ -775,22 +797,8 @@ pub fn container_stats(s: &berth_runtime::ContainerStats) -> cri::ContainerStats
             labels: cri_map(&r.config.labels),
             annotations: cri_map(&r.config.annotations),
         }),
-        cpu: s.cpu.map(|c| cri::CpuUsage {
-            timestamp: ts,
-            usage_core_nano_seconds: uint64(c.usage_core_nano_seconds),
-            usage_nano_cores: c.usage_nano_cores.and_then(uint64),
-            psi: None,
-        }),
-        memory: s.memory.map(|m| cri::MemoryUsage {
-            timestamp: ts,
-            working_set_bytes: uint64(m.working_set_bytes),
-            available_bytes: m.available_bytes.and_then(uint64),
-            usage_bytes: uint64(m.usage_bytes),
-            rss_bytes: uint64(m.rss_bytes),
-            page_faults: uint64(m.page_faults),
-            major_page_faults: uint64(m.major_page_faults),
-            psi: None,
-        }),
+        cpu: s.cpu.map(|c| cri_cpu(&c, ts)),
+        memory: s.memory.map(|m| cri_memory(&m, ts)),
         writable_layer: Some(cri::FilesystemUsage {
             timestamp: s.writable_layer.timestamp,
             fs_id: Some(cri::FilesystemIdentifier {
@@ -801,6 +809,51 @@ pub fn container_stats(s: &berth_runtime::ContainerStats) -> cri::ContainerStats
         }),
         swap: None,
         io: None,
+    }
+}
+
+/// PodSandboxStats of Berth's figures. The default interface is the one
+/// the CNI result names first, else `eth0`, else the first.
+pub fn pod_stats(s: &berth_runtime::PodStats) -> cri::PodSandboxStats {
+    let r = &s.record;
+    let ts = s.timestamp;
+    let iface = |i: &berth_runtime::InterfaceStats| cri::NetworkInterfaceUsage {
+        name: i.name.clone(),
+        rx_bytes: uint64(i.rx_bytes),
+        rx_errors: uint64(i.rx_errors),
+        tx_bytes: uint64(i.tx_bytes),
+        tx_errors: uint64(i.tx_errors),
+    };
+    let default = s
+        .interfaces
+        .iter()
+        .find(|i| i.name == "eth0")
+        .or(s.interfaces.first());
+    let network = (!s.interfaces.is_empty()).then(|| cri::NetworkUsage {
+        timestamp: ts,
+        default_interface: default.map(iface),
+        interfaces: s.interfaces.iter().map(iface).collect(),
+    });
+    let containers: Vec<cri::ContainerStats> = s.containers.iter().map(container_stats).collect();
+    cri::PodSandboxStats {
+        attributes: Some(cri::PodSandboxAttributes {
+            id: r.id.clone(),
+            metadata: Some(cri_pod_metadata(r.metadata())),
+            labels: cri_map(&r.config.labels),
+            annotations: cri_map(&r.config.annotations),
+        }),
+        linux: Some(cri::LinuxPodSandboxStats {
+            cpu: s.cpu.map(|c| cri_cpu(&c, ts)),
+            memory: s.memory.map(|m| cri_memory(&m, ts)),
+            network,
+            process: s.processes.map(|n| cri::ProcessUsage {
+                timestamp: ts,
+                process_count: uint64(n),
+            }),
+            containers,
+            io: None,
+        }),
+        windows: None,
     }
 }
 

@@ -1,6 +1,6 @@
 //! The CRI RuntimeService: each RPC is a thin wrapper over
 //! [`berth_runtime::Runtime`], run inside [`call`]. RPCs not listed here
-//! (stats, events, checkpoint) answer UNIMPLEMENTED through the
+//! (events, metrics, checkpoint, the streaming lists) answer UNIMPLEMENTED through the
 //! generated default methods.
 
 mod runtime_config;
@@ -343,6 +343,42 @@ impl RuntimeService for Runtime {
             let stats = blocking(move || rt.container_stats(&r.container_id)).await??;
             Ok(cri::ContainerStatsResponse {
                 stats: Some(convert::container_stats(&stats)),
+            })
+        })
+        .await
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        req: Request<cri::PodSandboxStatsRequest>,
+    ) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
+        let r = req.into_inner();
+        let rt = self.rt.clone();
+        call("PodSandboxStats", Kind::Read, async move {
+            let stats = blocking(move || rt.pod_stats(&r.pod_sandbox_id)).await??;
+            Ok(cri::PodSandboxStatsResponse {
+                stats: Some(convert::pod_stats(&stats)),
+            })
+        })
+        .await
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        req: Request<cri::ListPodSandboxStatsRequest>,
+    ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
+        let r = req.into_inner();
+        let rt = self.rt.clone();
+        call("ListPodSandboxStats", Kind::Read, async move {
+            let filter = r.filter.unwrap_or_default();
+            let filter = berth_runtime::PodFilter {
+                id: filter.id,
+                ready: None,
+                labels: filter.label_selector.into_iter().collect(),
+            };
+            let stats = blocking(move || rt.list_pod_stats(&filter)).await?;
+            Ok(cri::ListPodSandboxStatsResponse {
+                stats: stats.iter().map(convert::pod_stats).collect(),
             })
         })
         .await
