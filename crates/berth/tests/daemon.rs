@@ -79,7 +79,7 @@ async fn version_status_and_runtime_config() {
     );
     // Not yet implemented calls say so.
     let e = rt
-        .list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest { filter: None })
+        .list_metric_descriptors(cri::ListMetricDescriptorsRequest {})
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unimplemented);
