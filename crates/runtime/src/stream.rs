@@ -12,6 +12,7 @@ use berth_monitor::protocol::{Request, Status};
 use oci_spec::runtime::Spec;
 
 use crate::error::{Error, Result};
+use crate::sandbox::SandboxRecord;
 use crate::Runtime;
 
 /// How long connecting to a pod's port may take.
@@ -85,14 +86,8 @@ impl Runtime {
             .await?)
     }
 
-    /// The full id of a pod given by a unique prefix.
-    pub fn pod_id(&self, pod_id: &str) -> Result<String> {
-        Ok(self.get_pod(pod_id)?.id)
-    }
-
-    /// The pod's network namespace (`None`: the host's), if the pod is
-    /// ready.
-    pub fn pod_netns(&self, pod_id: &str) -> Result<Option<PathBuf>> {
+    /// A pod that is ready (its monitor alive): what port-forward needs.
+    pub fn ready_pod(&self, pod_id: &str) -> Result<SandboxRecord> {
         let pod = self.get_pod(pod_id)?;
         if !pod.ready || !pod.monitor_alive() {
             return Err(Error::FailedPrecondition(format!(
@@ -100,13 +95,13 @@ impl Runtime {
                 pod.id
             )));
         }
-        Ok(pod.netns.clone())
+        Ok(pod)
     }
 
     /// A TCP connection to `port` on the pod's loopback (IPv4, then IPv6),
     /// made from inside its network namespace.
     pub async fn port_forward(&self, pod_id: &str, port: u16) -> Result<tokio::net::TcpStream> {
-        let netns = self.pod_netns(pod_id)?;
+        let netns = self.ready_pod(pod_id)?.netns;
         let (tx, rx) = tokio::sync::oneshot::channel();
         // A thread of its own: it enters the pod's network namespace and
         // ends, so no pool thread is ever left in a pod's namespace.

@@ -52,7 +52,32 @@ pub enum Pending {
     PortForward(PortForwardRequest),
 }
 
+/// The channels a remote command has: (stdin, stdout, stderr, tty);
+/// stderr never with a terminal, which has one output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stdio {
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    pub tty: bool,
+}
+
 impl Pending {
+    /// The channels of an exec or attach; `None` for a port-forward.
+    pub fn stdio(&self) -> Option<Stdio> {
+        let (stdin, stdout, stderr, tty) = match self {
+            Pending::Exec(r) => (r.stdin, r.stdout, r.stderr, r.tty),
+            Pending::Attach(r) => (r.stdin, r.stdout, r.stderr, r.tty),
+            Pending::PortForward(_) => return None,
+        };
+        Some(Stdio {
+            stdin,
+            stdout,
+            stderr: stderr && !tty,
+            tty,
+        })
+    }
+
     pub fn kind(&self) -> Kind {
         match self {
             Pending::Exec(_) => Kind::Exec,

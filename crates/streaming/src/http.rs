@@ -243,27 +243,13 @@ fn websocket<B: Backend>(
         }
     }
     let idle = shared.idle_timeout;
-    tokio::spawn(async move {
-        let io = match upgrade.await {
-            Ok(u) => IdleIo::new(TokioIo::new(u)),
-            Err(e) => {
-                tracing::debug!("websocket upgrade: {e}");
-                return;
-            }
-        };
-        let last = io.last.clone();
+    upgraded(upgrade, idle, "WebSocket", move |io| async move {
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
         if protocol == TUNNELED_PORT_FORWARD {
             let spdy = crate::websocket::tunnel(ws);
-            until_idle(
-                crate::spdy::serve(spdy, pending, version, shared),
-                last,
-                idle,
-            )
-            .await;
+            crate::spdy::serve(spdy, pending, version, shared).await;
         } else {
-            let session = crate::websocket::session(ws, pending, version, framing, shared);
-            until_idle(session, last, idle).await;
+            crate::websocket::session(ws, pending, version, framing, shared).await;
         }
     });
     r
@@ -327,23 +313,38 @@ fn spdy<B: Backend>(
         h.insert(STREAM_PROTOCOL, v);
     }
     let idle = shared.idle_timeout;
-    tokio::spawn(async move {
-        let io = match upgrade.await {
-            Ok(u) => IdleIo::new(TokioIo::new(u)),
-            Err(e) => {
-                tracing::debug!("SPDY upgrade: {e}");
-                return;
-            }
-        };
-        let last = io.last.clone();
-        let version = Version::of(&chosen).unwrap_or(Version::V1);
-        until_idle(crate::spdy::serve(io, pending, version, shared), last, idle).await;
+    let version = Version::of(&chosen).unwrap_or(Version::V1);
+    upgraded(upgrade, idle, "SPDY", move |io| {
+        crate::spdy::serve(io, pending, version, shared)
     });
     r
 }
 
-/// Runs `session` until it ends or nothing has crossed the connection for
-/// `idle` (then it is dropped, which closes everything it holds).
+/// Once the connection is upgraded, serves it with `session` until that
+/// ends or nothing has crossed the connection for `idle` (then the session
+/// is dropped, which closes everything it holds).
+fn upgraded<F, Fut>(
+    upgrade: hyper::upgrade::OnUpgrade,
+    idle: Duration,
+    what: &'static str,
+    session: F,
+) where
+    F: FnOnce(IdleIo<TokioIo<hyper::upgrade::Upgraded>>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let io = match upgrade.await {
+            Ok(u) => IdleIo::new(TokioIo::new(u)),
+            Err(e) => {
+                tracing::debug!("{what} upgrade: {e}");
+                return;
+            }
+        };
+        let last = io.last.clone();
+        until_idle(session(io), last, idle).await;
+    });
+}
+
 async fn until_idle(session: impl Future<Output = ()>, last: Arc<AtomicU64>, idle: Duration) {
     let start = Instant::now();
     let watch = async {

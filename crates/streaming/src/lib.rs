@@ -227,9 +227,4 @@ impl<B: Backend> Server<B> {
         let token = self.shared.cache.insert(pending)?;
         Ok(format!("{}/{}/{token}", self.shared.base, kind.path()))
     }
-
-    /// `http://host:port` the server answers on.
-    pub fn base_url(&self) -> &str {
-        &self.shared.base
-    }
 }

@@ -18,7 +18,24 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::{Outcome, Process, Reader, Writer};
+use crate::cache::Pending;
+use crate::{Backend, Outcome, Process, Reader, Writer};
+
+/// A process being started by the backend.
+pub(crate) type Starting<'a> = Pin<Box<dyn Future<Output = Result<Process, String>> + Send + 'a>>;
+
+/// What an exec or an attach is, and its process starting (`None` for a
+/// port-forward).
+pub(crate) fn start<'a, B: Backend>(
+    pending: &'a Pending,
+    backend: &'a B,
+) -> Option<(What, Starting<'a>)> {
+    match pending {
+        Pending::Exec(r) => Some((What::Exec { cmd: r.cmd.clone() }, Box::pin(backend.exec(r)))),
+        Pending::Attach(r) => Some((What::Attach, Box::pin(backend.attach(r)))),
+        Pending::PortForward(_) => None,
+    }
+}
 
 /// How long output may still flow once the process has exited (a
 /// background child may hold it open for ever).

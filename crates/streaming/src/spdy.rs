@@ -40,32 +40,24 @@ where
     // connection goes at once, and with it everything it holds.
     let guard = AbortOnDrop(session);
     let session = &guard.0;
-    let wants = |stdin: bool, stdout: bool, stderr: bool, tty: bool| Wants {
-        stdin,
-        stdout,
-        stderr: stderr && !tty,
-        resize: tty && version.resizes(),
-    };
-    let backend = &shared.backend;
-    match pending {
-        Pending::Exec(r) => {
-            let w = wants(r.stdin, r.stdout, r.stderr, r.tty);
-            let what = What::Exec { cmd: r.cmd.clone() };
-            remote_command(session, incoming, w, version, what, backend.exec(&r)).await;
+    match (
+        pending.stdio(),
+        remotecommand::start(&pending, &shared.backend),
+    ) {
+        (Some(io), Some((what, process))) => {
+            let wants = Wants {
+                stdin: io.stdin,
+                stdout: io.stdout,
+                stderr: io.stderr,
+                resize: io.tty && version.resizes(),
+            };
+            remote_command(session, incoming, wants, version, what, process).await;
         }
-        Pending::Attach(r) => {
-            let w = wants(r.stdin, r.stdout, r.stderr, r.tty);
-            remote_command(
-                session,
-                incoming,
-                w,
-                version,
-                What::Attach,
-                backend.attach(&r),
-            )
-            .await;
+        _ => {
+            if let Pending::PortForward(r) = &pending {
+                port_forward(session, incoming, r.clone(), shared.clone()).await;
+            }
         }
-        Pending::PortForward(r) => port_forward(session, incoming, r, shared.clone()).await,
     }
     session.close();
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, session.closed()).await;

@@ -25,8 +25,8 @@ use tokio_tungstenite::WebSocketStream;
 
 use std::sync::Arc;
 
-use crate::cache::Pending;
-use crate::remotecommand::{self, Channels, Version, What};
+use crate::cache::{Pending, Stdio};
+use crate::remotecommand::{self, Channels, Version};
 use crate::{Backend, Reader, Shared, Writer};
 
 /// The remote-command channels.
@@ -299,24 +299,17 @@ pub(crate) async fn session<S, B>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     B: Backend,
 {
-    let (stdio, what) = match &pending {
-        Pending::Exec(r) => (
-            (r.stdin, r.stdout, r.stderr && !r.tty),
-            What::Exec { cmd: r.cmd.clone() },
-        ),
-        Pending::Attach(r) => ((r.stdin, r.stdout, r.stderr && !r.tty), What::Attach),
-        Pending::PortForward(r) => {
-            crate::portforward::over_websocket(ws, framing, r.clone(), shared).await;
-            return;
+    let (Some(io), Some((what, process))) = (
+        pending.stdio(),
+        remotecommand::start(&pending, &shared.backend),
+    ) else {
+        if let Pending::PortForward(r) = &pending {
+            crate::portforward::over_websocket(ws, framing, r.clone(), shared.clone()).await;
         }
+        return;
     };
-    let (channels, tasks) = remotecommand_channels(ws, framing, stdio);
-    let process = match &pending {
-        Pending::Exec(r) => shared.backend.exec(r).await,
-        Pending::Attach(r) => shared.backend.attach(r).await,
-        Pending::PortForward(_) => return,
-    };
-    remotecommand::run(process, channels, version, what).await;
+    let (channels, tasks) = remotecommand_channels(ws, framing, io);
+    remotecommand::run(process.await, channels, version, what).await;
     tasks.finish().await;
 }
 
@@ -326,7 +319,12 @@ pub(crate) async fn session<S, B>(
 fn remotecommand_channels<S>(
     ws: WebSocketStream<S>,
     framing: Framing,
-    (stdin, stdout, stderr): (bool, bool, bool),
+    Stdio {
+        stdin,
+        stdout,
+        stderr,
+        ..
+    }: Stdio,
 ) -> (Channels, Tasks)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,

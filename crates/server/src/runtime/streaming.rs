@@ -87,8 +87,7 @@ pub(super) async fn port_forward(
                 })
             })
             .collect::<Result<Vec<u16>, _>>()?;
-    rt.rt.pod_netns(&r.pod_sandbox_id)?;
-    let pod_id = rt.rt.pod_id(&r.pod_sandbox_id)?;
+    let pod_id = rt.rt.ready_pod(&r.pod_sandbox_id)?.id;
     let url = rt
         .streaming
         .port_forward_url(berth_streaming::PortForwardRequest { pod_id, ports })?;
