@@ -14,6 +14,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use common::median;
+
+mod common;
+
 use berth_cli::stream::{self, Io};
 use berth_cri::runtime::v1 as cri;
 use berth_cri::runtime::v1::runtime_service_client::RuntimeServiceClient;
@@ -54,22 +58,7 @@ struct Runtime {
 }
 
 async fn setup(name: &str, endpoint: &str, image: &str) -> Runtime {
-    let c = berth_cli::connect(endpoint, Duration::from_secs(10))
-        .await
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
-    let mut images = c.image;
-    let spec = Some(cri::ImageSpec {
-        image: image.into(),
-        ..Default::default()
-    });
-    images
-        .pull_image(cri::PullImageRequest {
-            image: spec.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_else(|s| panic!("{name}: pulling {image}: {s:?}"));
-    let mut rt = c.runtime;
+    let (mut rt, spec) = common::connect_and_pull(name, endpoint, image).await;
     let config = cri::PodSandboxConfig {
         metadata: Some(cri::PodSandboxMetadata {
             name: "bench-exec".into(),
@@ -147,12 +136,6 @@ async fn exec(r: &mut Runtime, cmd: &[&str]) -> usize {
         .unwrap_or_else(|e| panic!("{}: {e}", r.name));
     assert_eq!(code, Some(0), "{}: {cmd:?}", r.name);
     out.0.load(Ordering::Relaxed)
-}
-
-fn median<T: Copy + PartialOrd>(v: &[T]) -> T {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
 }
 
 #[tokio::main]
