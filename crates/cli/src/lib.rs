@@ -13,6 +13,7 @@ mod logfile;
 mod output;
 mod runtime;
 mod sandbox;
+mod stats;
 pub mod stream;
 
 use std::time::Duration;
@@ -140,6 +141,12 @@ pub enum Command {
     Update(container::UpdateArgs),
     /// Run a pod and a container in it.
     Run(container::RunArgs),
+    /// Show containers' resource usage (CPU, memory, writable layer, swap).
+    Stats(stats::StatsArgs),
+    /// Show pods' resource usage (CPU, memory, processes, network).
+    Statsp(stats::StatspArgs),
+    /// Follow the runtime's container and pod events.
+    Events(stats::EventsArgs),
 }
 
 /// What a verb asks the process to exit with.
@@ -186,6 +193,9 @@ pub async fn run(global: &Global, cmd: Command) -> Result<Outcome, CliError> {
         Command::PortForward(a) => interactive::port_forward(&mut c, global, a).await,
         Command::Update(a) => container::update(&mut c, global, a).await,
         Command::Run(a) => container::run(&mut c, global, a).await,
+        Command::Stats(a) => stats::stats(&mut c, global, a).await,
+        Command::Statsp(a) => stats::statsp(&mut c, global, a).await,
+        Command::Events(a) => stats::events(&mut c, global, a).await,
     }
     .map(|()| Outcome::Success)
 }
