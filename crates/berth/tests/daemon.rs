@@ -77,12 +77,16 @@ async fn version_status_and_runtime_config() {
         rc.linux.unwrap().cgroup_driver,
         cri::CgroupDriver::Cgroupfs as i32
     );
-    // Not yet implemented calls say so.
+    // Checkpoints: unknown containers are NotFound (the rest is in pods.rs).
     let e = rt
-        .list_metric_descriptors(cri::ListMetricDescriptorsRequest {})
+        .checkpoint_container(cri::CheckpointContainerRequest {
+            container_id: "nope".into(),
+            location: "/tmp/x.tar".into(),
+            timeout: 0,
+        })
         .await
         .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::Unimplemented);
+    assert_eq!(e.code(), tonic::Code::NotFound);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -28,12 +28,16 @@ struct Env {
 }
 
 async fn env() -> Env {
+    env_with(CONFIG).await
+}
+
+async fn env_with(config: &str) -> Env {
     let reg = Registry::start();
     fixtures::busybox()
         .push(&reg, "tests/busybox:1", ManifestFormat::Oci)
         .await
         .unwrap();
-    let d = Daemon::start(CONFIG);
+    let d = Daemon::start(config);
     let net = TestNetwork::create(d.dir.path());
     let image = format!("{}/tests/busybox:1", reg.host());
     pull(&mut d.images().await, &image, None).await.unwrap();
@@ -1664,6 +1668,385 @@ async fn pod_stats_report_cgroups_network_and_containers() {
         .await;
     assert_eq!(unknown.unwrap_err().code(), tonic::Code::NotFound);
     stop_remove_pod(&mut e, &pod).await;
+    assert_no_leaks(&e, &[pod, c]);
+}
+
+/// The next event of a GetContainerEvents stream, within 20 s.
+async fn next_event(s: &mut tonic::Streaming<cri::ContainerEventResponse>) -> (String, i32) {
+    let e = tokio::time::timeout(Duration::from_secs(20), s.message())
+        .await
+        .expect("an event within 20 s")
+        .expect("the stream goes on")
+        .expect("an event, not the end");
+    let pod = e.pod_sandbox_status.as_ref().expect("the pod's status");
+    assert!(pod.metadata.is_some(), "{e:?}");
+    assert!(e.created_at > 0);
+    (e.container_id, e.container_event_type)
+}
+
+async fn subscribe(e: &mut Env) -> tonic::Streaming<cri::ContainerEventResponse> {
+    e.rt.get_container_events(cri::GetEventsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// GetContainerEvents: every subscriber sees a pod's and its containers'
+/// lifecycle, a container's own exit included, with the pod's statuses;
+/// a monitor that dies stops its containers and its pod.
+#[tokio::test(flavor = "multi_thread")]
+async fn container_events_reach_every_subscriber() {
+    use cri::ContainerEventType as T;
+    let mut e = env().await;
+    let mut a = subscribe(&mut e).await;
+    let mut b = subscribe(&mut e).await;
+    let pod = run_pod(&mut e, "events", "").await;
+    let c = create(&mut e, &pod, "quits", &["sh", "-c", "sleep 0.3; exit 3"]).await;
+    start(&mut e, &c).await;
+    wait_state(&mut e, &c, cri::ContainerState::ContainerExited).await;
+    e.rt.remove_container(cri::RemoveContainerRequest {
+        container_id: c.clone(),
+    })
+    .await
+    .unwrap();
+    stop_remove_pod(&mut e, &pod).await;
+    let want = [
+        (pod.clone(), T::ContainerCreatedEvent as i32),
+        (pod.clone(), T::ContainerStartedEvent as i32),
+        (c.clone(), T::ContainerCreatedEvent as i32),
+        (c.clone(), T::ContainerStartedEvent as i32),
+        (c.clone(), T::ContainerStoppedEvent as i32),
+        (c.clone(), T::ContainerDeletedEvent as i32),
+        (pod.clone(), T::ContainerStoppedEvent as i32),
+        (pod.clone(), T::ContainerDeletedEvent as i32),
+    ];
+    for s in [&mut a, &mut b] {
+        let mut got = Vec::new();
+        for _ in 0..want.len() {
+            got.push(next_event(s).await);
+        }
+        assert_eq!(got, want);
+    }
+    drop(b);
+
+    // The container's exit carries its status; a monitor killed under a
+    // running container stops it and the pod.
+    let (pod, c) = running_pod(&mut e, "events2").await;
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(next_event(&mut a).await);
+    }
+    assert_eq!(seen[3], (c.clone(), T::ContainerStartedEvent as i32));
+    let monitor = pod_info(&mut e, &pod).await["monitorPid"].as_i64().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let mut after = Vec::new();
+    for _ in 0..2 {
+        let ev = tokio::time::timeout(Duration::from_secs(20), a.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if ev.container_id == c {
+            let st = ev.containers_statuses.iter().find(|s| s.id == c).unwrap();
+            assert_eq!(st.state, cri::ContainerState::ContainerExited as i32);
+        } else {
+            let p = ev.pod_sandbox_status.unwrap();
+            assert_eq!(p.state, cri::PodSandboxState::SandboxNotready as i32);
+        }
+        after.push((ev.container_id, ev.container_event_type));
+    }
+    after.sort();
+    let mut want = vec![
+        (c.clone(), T::ContainerStoppedEvent as i32),
+        (pod.clone(), T::ContainerStoppedEvent as i32),
+    ];
+    want.sort();
+    assert_eq!(after, want);
+    stop_remove_pod(&mut e, &pod).await;
+    assert_no_leaks(&e, &[pod, c]);
+}
+
+/// ListMetricDescriptors and ListPodSandboxMetrics: every metric is
+/// described, with as many label values as its descriptor has keys; the
+/// pod's network counters and its container's cgroup figures are there.
+#[tokio::test(flavor = "multi_thread")]
+async fn pod_metrics_follow_their_descriptors() {
+    let mut e = env().await;
+    let (pod, c) = running_pod(&mut e, "metrics").await;
+    let descriptors: HashMap<String, cri::MetricDescriptor> =
+        e.rt.list_metric_descriptors(cri::ListMetricDescriptorsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .descriptors
+            .into_iter()
+            .map(|d| (d.name.clone(), d))
+            .collect();
+    assert!(descriptors.contains_key("container_cpu_usage_seconds_total"));
+    let all =
+        e.rt.list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .pod_metrics;
+    let p = all.iter().find(|p| p.pod_sandbox_id == pod).unwrap();
+    let check = |m: &cri::Metric| -> HashMap<String, String> {
+        let d = descriptors
+            .get(&m.name)
+            .unwrap_or_else(|| panic!("{} has no descriptor", m.name));
+        assert_eq!(d.label_keys.len(), m.label_values.len(), "{}", m.name);
+        assert!(m.value.is_some() && m.timestamp > 0, "{m:?}");
+        d.label_keys
+            .iter()
+            .cloned()
+            .zip(m.label_values.iter().cloned())
+            .collect()
+    };
+    let rx = p
+        .metrics
+        .iter()
+        .find(|m| {
+            m.name == "container_network_receive_bytes_total"
+                && check(m).get("interface").map(String::as_str) == Some("eth0")
+        })
+        .expect("eth0's received bytes");
+    assert_eq!(check(rx)["pod"], "metrics");
+    assert_eq!(check(rx)["id"], pod);
+    assert_eq!(p.container_metrics.len(), 1);
+    let cm = &p.container_metrics[0];
+    assert_eq!(cm.container_id, c);
+    let by_name: HashMap<&str, &cri::Metric> =
+        cm.metrics.iter().map(|m| (m.name.as_str(), m)).collect();
+    for m in &cm.metrics {
+        check(m);
+    }
+    let usage = by_name["container_memory_usage_bytes"];
+    let labels = check(usage);
+    assert_eq!(
+        (labels["container"].as_str(), labels["namespace"].as_str()),
+        ("main", "tests")
+    );
+    assert!(usage.value.as_ref().unwrap().value > 0);
+    assert!(by_name["container_processes"].value.as_ref().unwrap().value >= 1);
+    assert!(by_name.contains_key("container_start_time_seconds"));
+    // No checkpoint here: the answer says why (CRIU missing or failing).
+    let refused =
+        e.rt.checkpoint_container(cri::CheckpointContainerRequest {
+            container_id: c.clone(),
+            location: e.d.dir.path().join("c.tar").to_string_lossy().into_owned(),
+            timeout: 30,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unimplemented);
+    assert!(refused.message().contains("CRIU"), "{refused:?}");
+    stop_remove_pod(&mut e, &pod).await;
+    assert_no_leaks(&e, &[pod, c]);
+}
+
+/// The streaming lists answer what the unary lists answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn streaming_lists_match_the_lists() {
+    let mut e = env().await;
+    let (pod, c) = running_pod(&mut e, "streamlists").await;
+    let mut pods = Vec::new();
+    let mut s =
+        e.rt.stream_pod_sandboxes(cri::StreamPodSandboxesRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner();
+    while let Some(m) = s.message().await.unwrap() {
+        pods.extend(m.pod_sandboxes.into_iter().map(|p| p.id));
+    }
+    assert_eq!(pods, vec![pod.clone()]);
+    let mut containers = Vec::new();
+    let mut s =
+        e.rt.stream_containers(cri::StreamContainersRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner();
+    while let Some(m) = s.message().await.unwrap() {
+        containers.extend(m.containers.into_iter().map(|c| c.id));
+    }
+    assert_eq!(containers, vec![c.clone()]);
+    let mut stats = Vec::new();
+    let mut s =
+        e.rt.stream_container_stats(cri::StreamContainerStatsRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner();
+    while let Some(m) = s.message().await.unwrap() {
+        stats.extend(
+            m.container_stats
+                .into_iter()
+                .map(|s| s.attributes.unwrap().id),
+        );
+    }
+    assert_eq!(stats, vec![c.clone()]);
+    let mut pod_stats = Vec::new();
+    let mut s =
+        e.rt.stream_pod_sandbox_stats(cri::StreamPodSandboxStatsRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner();
+    while let Some(m) = s.message().await.unwrap() {
+        pod_stats.extend(
+            m.pod_sandbox_stats
+                .into_iter()
+                .map(|s| s.attributes.unwrap().id),
+        );
+    }
+    assert_eq!(pod_stats, vec![pod.clone()]);
+    let mut s =
+        e.rt.stream_pod_sandbox_metrics(cri::StreamPodSandboxMetricsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+    let mut metric_pods = Vec::new();
+    while let Some(m) = s.message().await.unwrap() {
+        metric_pods.extend(m.pod_sandbox_metrics.into_iter().map(|p| p.pod_sandbox_id));
+    }
+    assert_eq!(metric_pods, vec![pod.clone()]);
+    let mut images = Vec::new();
+    let mut s =
+        e.d.images()
+            .await
+            .stream_images(cri::StreamImagesRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner();
+    while let Some(m) = s.message().await.unwrap() {
+        images.extend(m.images.into_iter().flat_map(|i| i.repo_tags));
+    }
+    assert_eq!(images, vec![e.image.clone()]);
+    // PodSandboxStatus carries its containers' statuses, as CRI-O's does.
+    let full = pod_status_response(&mut e, &pod, false).await;
+    assert!(full.timestamp > 0);
+    assert_eq!(full.containers_statuses.len(), 1);
+    assert_eq!(full.containers_statuses[0].id, c);
+    stop_remove_pod(&mut e, &pod).await;
+    assert_no_leaks(&e, &[pod, c]);
+}
+
+/// `[metrics] address`: Prometheus text with the CRI calls, the pull and
+/// the pods and containers the daemon has.
+#[tokio::test(flavor = "multi_thread")]
+async fn prometheus_metrics_endpoint() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut e = env_with(&format!(
+        "{CONFIG}\n[metrics]\naddress = \"127.0.0.1:{port}\"\n"
+    ))
+    .await;
+    let (pod, c) = running_pod(&mut e, "prom").await;
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let resp = reqwest::get(&url).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let text = resp.text().await.unwrap();
+    let value = |line: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(line))
+            .unwrap_or_else(|| panic!("no {line} in\n{text}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("berth_pods{state=\"ready\"}"), 1.0);
+    assert_eq!(value("berth_containers{state=\"running\"}"), 1.0);
+    assert_eq!(value("berth_monitors "), 1.0);
+    assert!(value("berth_image_pull_bytes_total") > 0.0);
+    assert_eq!(value("berth_image_pulls_total{outcome=\"ok\"}"), 1.0);
+    assert!(value("berth_cri_requests_total{method=\"RunPodSandbox\",code=\"Ok\"}") >= 1.0);
+    assert!(value("berth_cri_request_duration_seconds_count{method=\"StartContainer\"}") >= 1.0);
+    // Failures are counted by their code.
+    let _ =
+        e.rt.container_status(cri::ContainerStatusRequest {
+            container_id: "nope".into(),
+            verbose: false,
+        })
+        .await;
+    let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    assert!(
+        text.contains("berth_cri_requests_total{method=\"ContainerStatus\",code=\"NotFound\"} 1"),
+        "{text}"
+    );
+    assert_eq!(
+        reqwest::get(format!("http://127.0.0.1:{port}/x"))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    stop_remove_pod(&mut e, &pod).await;
+    assert_no_leaks(&e, &[pod, c]);
+}
+
+/// `berth stats`, `statsp` and `events` against the daemon.
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_stats_and_events() {
+    let mut e = env().await;
+    let mut events =
+        e.d.cli_command(&["events"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+    // Subscribed once the daemon says so.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !e.d.log().contains("subscribed") {
+        assert!(Instant::now() < deadline, "berth events never subscribed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (pod, c) = running_pod(&mut e, "clistats").await;
+    let stats = e.d.cli(&["stats", "-s", "0.2"]);
+    let text = String::from_utf8_lossy(&stats.stdout);
+    assert!(stats.status.success(), "{stats:?}");
+    assert!(
+        text.starts_with("CONTAINER ") && text.contains("CPU %"),
+        "{text}"
+    );
+    assert!(text.contains(&c[..13]) && text.contains(" main "), "{text}");
+    let statsp = e.d.cli(&["statsp", "-s", "0.2"]);
+    let text = String::from_utf8_lossy(&statsp.stdout);
+    assert!(statsp.status.success(), "{statsp:?}");
+    assert!(
+        text.contains("clistats") && text.contains(&pod[..13]),
+        "{text}"
+    );
+    stop_remove_pod(&mut e, &pod).await;
+    let out = events.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(out)
+            .lines()
+            .map_while(Result::ok)
+            .take_while(|l| !l.contains("DELETED  pod"))
+            .collect::<Vec<_>>()
+    });
+    let lines = tokio::time::timeout(Duration::from_secs(20), lines)
+        .await
+        .expect("the pod's DELETED event")
+        .unwrap();
+    let _ = events.kill();
+    let _ = events.wait();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("STARTED  container") && l.contains(" main ")),
+        "{lines:?}"
+    );
     assert_no_leaks(&e, &[pod, c]);
 }
 

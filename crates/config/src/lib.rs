@@ -66,6 +66,8 @@ pub struct Config {
     pub pod: PodConfig,
     /// The streaming server (exec, attach, port-forward URLs).
     pub stream: StreamConfig,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsConfig,
     /// Appends every unary CRI call (request, response, status) to this
     /// file as JSON lines: a debugging aid, and how the kubelet fixtures of
     /// the tests are recorded. Off by default.
@@ -93,8 +95,18 @@ impl Default for Config {
             )]),
             pod: PodConfig::default(),
             stream: StreamConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
+}
+
+/// The daemon's Prometheus metrics endpoint.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `GET /metrics` over HTTP on this address (`127.0.0.1:9099`);
+    /// unset (the default): not served.
+    pub address: Option<std::net::SocketAddr>,
 }
 
 /// The streaming server that Exec, Attach and PortForward URLs point at.

@@ -134,6 +134,8 @@ pub(crate) struct Inner {
     /// The last usage computed, and the generation it was computed at:
     /// kubelet polls ImageFsInfo, and walking the store is not free.
     usage_cache: Mutex<Option<(u64, FsUsage)>>,
+    /// Layer bytes received from registries since the start.
+    downloaded: AtomicU64,
 }
 
 /// The image service.
@@ -279,6 +281,7 @@ impl ImageService {
                 snapshot_root,
                 store_generation: AtomicU64::new(0),
                 usage_cache: Mutex::new(None),
+                downloaded: AtomicU64::new(0),
             }),
         };
         let quarantined = svc.quarantined()?;
@@ -446,6 +449,13 @@ impl ImageService {
     }
 
     /// True if a pinned name refers to this image.
+    /// Layer bytes received from registries since the service started.
+    pub fn downloaded_bytes(&self) -> u64 {
+        self.inner
+            .downloaded
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn is_pinned(&self, r: &ImageRecord) -> bool {
         let p = &self.inner.settings.pinned;
         r.repo_tags

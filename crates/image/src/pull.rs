@@ -420,6 +420,9 @@ async fn ensure_layer(
             Ok(Some(Err(e))) => break Err(e),
             Ok(Some(Ok(chunk))) => {
                 received += chunk.len() as u64;
+                inner
+                    .downloaded
+                    .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 if received > expected_size {
                     break Err(Error::InvalidContent {
                         what: format!("layer {}", layer.digest),

@@ -192,6 +192,28 @@ impl Client {
         .await
     }
 
+    /// Watches the containers' states ([`Request::Watch`]).
+    pub async fn watch(&self) -> Result<Watch, ClientError> {
+        Self::bounded(&Request::Watch, async {
+            let conn = self.send(&Request::Watch).await?;
+            let mut lines = BufReader::new(conn);
+            let mut line = String::new();
+            lines
+                .read_line(&mut line)
+                .await
+                .map_err(self.unreachable())?;
+            match parse_reply(&line)? {
+                Reply::Watching { states } => Ok(Watch {
+                    states,
+                    lines,
+                    socket: paths::socket(&self.dir),
+                }),
+                other => Err(ClientError::Protocol(format!("{other:?}"))),
+            }
+        })
+        .await
+    }
+
     /// Whether the monitor answers.
     pub async fn ping(&self) -> bool {
         matches!(self.call(&Request::Ping).await, Ok(Reply::Pong { .. }))
@@ -287,4 +309,35 @@ pub struct AttachSession {
     pub tty: bool,
     pub reader: OwnedReadHalf,
     pub writer: OwnedWriteHalf,
+}
+
+/// A [`Request::Watch`] connection.
+pub struct Watch {
+    /// Every container's state when the watch began.
+    pub states: Vec<State>,
+    lines: BufReader<UnixStream>,
+    socket: PathBuf,
+}
+
+impl Watch {
+    /// The next recorded change; `None` when the monitor closed the
+    /// connection (it exited, or this watch fell behind).
+    pub async fn next(&mut self) -> Result<Option<State>, ClientError> {
+        let mut line = String::new();
+        let n =
+            self.lines
+                .read_line(&mut line)
+                .await
+                .map_err(|source| ClientError::Unreachable {
+                    socket: self.socket.clone(),
+                    source,
+                })?;
+        if n == 0 || !line.ends_with('\n') {
+            return Ok(None);
+        }
+        match parse_reply(&line)? {
+            Reply::State(s) => Ok(Some(s)),
+            other => Err(ClientError::Protocol(format!("{other:?}"))),
+        }
+    }
 }

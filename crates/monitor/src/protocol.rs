@@ -135,6 +135,11 @@ pub enum Request {
     },
     /// Opens the container's log file again (after rotation).
     ReopenLog { id: String },
+    /// Watches the containers' states: the answer is [`Reply::Watching`]
+    /// with every state now, then one [`Reply::State`] line per recorded
+    /// change, until the monitor exits or the caller falls too far behind
+    /// (the connection is then closed; watch again and compare).
+    Watch,
     /// Kills the container if it runs and forgets it.
     Delete { id: String },
     /// Kills every container, forgets them and exits.
@@ -151,7 +156,8 @@ impl Request {
         /// Beyond a stop's or an exec's own timeout: SIGKILL and reaping.
         const SLACK: Duration = Duration::from_secs(40);
         match self {
-            Request::Ping => Some(Duration::from_secs(5)),
+            // Until the first answer; what follows lasts as long as the caller.
+            Request::Ping | Request::Watch => Some(Duration::from_secs(5)),
             Request::Create { .. } | Request::Delete { .. } => Some(Duration::from_secs(120)),
             // Every container killed and deleted.
             Request::Shutdown => Some(Duration::from_secs(90)),
@@ -182,6 +188,7 @@ impl Request {
             Request::ExecStream { .. } => "ExecStream",
             Request::Attach { .. } => "Attach",
             Request::ReopenLog { .. } => "ReopenLog",
+            Request::Watch => "Watch",
             Request::Delete { .. } => "Delete",
             Request::Shutdown => "Shutdown",
         }
@@ -208,6 +215,10 @@ pub enum Reply {
     /// The streaming exec's process exited.
     Exited {
         exit_code: i32,
+    },
+    /// A watch began: every container's state at that moment.
+    Watching {
+        states: Vec<State>,
     },
     /// An attach session began; `tty` tells whether the container's stdio
     /// is a terminal (one output stream, resizable).

@@ -90,7 +90,13 @@ struct Monitor {
     pod_init: Option<Pid>,
     exec_seq: u64,
     quit: Rc<Notify>,
+    /// Every state change, for `Watch` connections.
+    changes: broadcast::Sender<State>,
 }
+
+/// How many state changes a `Watch` connection may fall behind before it
+/// is closed (the daemon then watches again and compares).
+const WATCH_BACKLOG: usize = 256;
 
 fn now_ns() -> i64 {
     SystemTime::now()
@@ -129,6 +135,7 @@ pub async fn serve(
         pod_init,
         exec_seq: 0,
         quit: quit.clone(),
+        changes: broadcast::channel(WATCH_BACKLOG).0,
     }));
     let mut sigchld = crate::sigchld::ChildSignals::install()?;
     let reaper = {
@@ -180,6 +187,10 @@ async fn handle(mon: Shared, conn: UnixStream) {
             stderr,
         }) => {
             stream::attach(&mon, &id, [stdin, stdout, stderr], rd, wr).await;
+            return;
+        }
+        Ok(Request::Watch) => {
+            watch(&mon, wr).await;
             return;
         }
         Ok(req) => {
@@ -249,7 +260,7 @@ async fn dispatch(mon: &Shared, req: Request) -> Reply {
         Request::ReopenLog { id } => reopen(mon, &id),
         Request::Delete { id } => delete(mon, &id).await,
         // Served by `handle`, which gives them the connection.
-        Request::ExecStream { .. } | Request::Attach { .. } => fail(
+        Request::ExecStream { .. } | Request::Attach { .. } | Request::Watch => fail(
             ErrorKind::InvalidArgument,
             "a streaming request needs its connection",
         ),
@@ -456,7 +467,7 @@ fn created_state(id: &str, pid: Option<i32>) -> State {
 fn register(mon: &Shared, c: Container) -> Reply {
     let state = c.state.clone();
     let mut m = mon.borrow_mut();
-    persist(&m.dir, &state);
+    persist(&m.dir, &m.changes, &state);
     m.containers.insert(state.id.clone(), c);
     Reply::State(state)
 }
@@ -559,14 +570,14 @@ fn start(mon: &Shared, id: &str) -> Reply {
         .and_then(|c| c.start_error.take());
     if let Some(why) = start_error {
         let mut m = mon.borrow_mut();
-        let dir = m.dir.clone();
+        let (dir, changes) = (m.dir.clone(), m.changes.clone());
         if let Some(c) = m.containers.get_mut(id) {
             c.state.status = Status::Exited;
             c.state.finished_at = now_ns();
             c.state.exit_code = START_ERROR_EXIT_CODE;
             c.state.reason = "StartError".into();
             c.state.message = why.clone();
-            persist(&dir, &c.state);
+            persist(&dir, &changes, &c.state);
         }
         return fail(
             ErrorKind::Internal,
@@ -582,7 +593,7 @@ fn start(mon: &Shared, id: &str) -> Reply {
         return fail(ErrorKind::Internal, e.to_string());
     }
     let mut m = mon.borrow_mut();
-    let dir = m.dir.clone();
+    let (dir, changes) = (m.dir.clone(), m.changes.clone());
     let Some(c) = m.containers.get_mut(id) else {
         return not_found(id);
     };
@@ -591,7 +602,7 @@ fn start(mon: &Shared, id: &str) -> Reply {
         c.state.status = Status::Running;
     }
     c.state.started_at = started_at;
-    persist(&dir, &c.state);
+    persist(&dir, &changes, &c.state);
     Reply::State(c.state.clone())
 }
 
@@ -653,7 +664,7 @@ async fn finish(mon: Shared, id: String, code: i32) {
         eprintln!("berth monitor: output of {id} still open {DRAIN:?} after it exited");
     }
     let mut m = mon.borrow_mut();
-    let dir = m.dir.clone();
+    let (dir, changes) = (m.dir.clone(), m.changes.clone());
     let Some(c) = m.containers.get_mut(&id) else {
         return;
     };
@@ -674,7 +685,7 @@ async fn finish(mon: Shared, id: String, code: i32) {
         "Error"
     }
     .into();
-    persist(&dir, &c.state);
+    persist(&dir, &changes, &c.state);
     let _ = c.exited.send(true);
 }
 
@@ -1037,12 +1048,52 @@ fn kill_cgroup(cg: &Path) {
     }
 }
 
-fn persist(dir: &Path, state: &State) {
+/// Writes a container's state file and tells the watchers.
+fn persist(dir: &Path, changes: &broadcast::Sender<State>, state: &State) {
     let path = paths::state(dir, &state.id);
     let tmp = path.with_extension("json.tmp");
     let data = serde_json::to_vec(state).unwrap_or_default();
     let result = std::fs::write(&tmp, data).and_then(|_| std::fs::rename(&tmp, &path));
     if let Err(e) = result {
         eprintln!("berth monitor: saving {}: {e}", path.display());
+    }
+    // No watcher is not an error.
+    let _ = changes.send(state.clone());
+}
+
+/// Serves a `Watch` connection: every container's state now, then each
+/// change as it is recorded, until the caller goes, the monitor exits, or
+/// the caller falls [`WATCH_BACKLOG`] changes behind (then the connection
+/// is closed and the caller, who sees the end, watches again).
+async fn watch(mon: &Shared, mut wr: tokio::net::unix::OwnedWriteHalf) {
+    let (mut changes, states) = {
+        let m = mon.borrow();
+        // Subscribed first: a change recorded between the two is sent
+        // twice rather than lost.
+        let rx = m.changes.subscribe();
+        let states: Vec<State> = m.containers.values().map(|c| c.state.clone()).collect();
+        (rx, states)
+    };
+    let line = |reply: &Reply| {
+        let mut out = serde_json::to_vec(reply).unwrap_or_default();
+        out.push(b'\n');
+        out
+    };
+    if wr
+        .write_all(&line(&Reply::Watching { states }))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    loop {
+        // Ends with the monitor's process (the connection closes then).
+        let Ok(state) = changes.recv().await else {
+            // Lagged.
+            return;
+        };
+        if wr.write_all(&line(&Reply::State(state))).await.is_err() {
+            return;
+        }
     }
 }

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cgroups;
 use crate::error::{io, Error, Result};
+use crate::events::EventKind;
 use crate::idmap::IdmappedMounts;
 use crate::sandbox::SandboxRecord;
 use crate::{now_ns, resolve_prefix, Runtime};
@@ -354,7 +355,10 @@ impl Runtime {
         let _g = self.lock(&rec.id).await;
         let _pod_guard = self.lock(&pod.id).await;
         match self.prepare(&pod, &mut rec, &image).await {
-            Ok(()) => Ok(rec.id),
+            Ok(()) => {
+                self.emit(&rec.id, &pod.id, EventKind::Created);
+                Ok(rec.id)
+            }
             Err(e) => {
                 let _ = pod
                     .monitor(self)
@@ -671,6 +675,7 @@ impl Runtime {
         pod.monitor(self)
             .state_call(&Request::Start { id: rec.id.clone() })
             .await?;
+        self.emit(&rec.id, &rec.sandbox_id, EventKind::Started);
         Ok(())
     }
 
@@ -755,6 +760,7 @@ impl Runtime {
         self.index().containers.remove(&rec.id);
         self.inner.images.release(&rec.id);
         self.unreserve(&rec.name_key(), &rec.id);
+        self.emit(&rec.id, &rec.sandbox_id, EventKind::Deleted);
         drop(guard);
         self.forget_lock(&rec.id);
         Ok(())
@@ -787,7 +793,7 @@ impl Runtime {
         Ok((view, info))
     }
 
-    fn view(&self, record: ContainerRecord) -> ContainerView {
+    pub(crate) fn view(&self, record: ContainerRecord) -> ContainerView {
         ContainerView {
             state: self.container_state(&record),
             stop_signal: stop_signal(&record),

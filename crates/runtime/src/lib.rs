@@ -17,9 +17,12 @@
 //! - `<state>/containers/<id>/`: OCI bundles; `<state>/netns/<id>`: network namespaces.
 
 mod cgroups;
+mod checkpoint;
 pub mod container;
 pub mod error;
+pub mod events;
 mod idmap;
+pub mod metrics;
 mod podfiles;
 pub mod records;
 pub mod sandbox;
@@ -38,6 +41,7 @@ use berth_store::RecordDir;
 
 pub use container::{ContainerFilter, ContainerRecord, ContainerView, ExecOutput};
 pub use error::{Error, Kind, Result};
+pub use events::{Event, EventKind};
 pub use sandbox::{PodFilter, PodView, SandboxRecord};
 pub use stats::{ContainerStats, InterfaceStats, PodStats};
 
@@ -71,6 +75,8 @@ struct Inner {
     /// The last CPU sample of each container (time, cumulative ns), for
     /// `usage_nano_cores`.
     cpu_samples: Mutex<HashMap<String, (i64, u64)>>,
+    /// GetContainerEvents' subscribers and the pods' watchers.
+    events: events::Events,
 }
 
 #[derive(Default)]
@@ -83,7 +89,7 @@ struct Index {
 }
 
 /// Nanoseconds since the epoch.
-pub(crate) fn now_ns() -> i64 {
+pub fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
@@ -149,6 +155,7 @@ impl Runtime {
                 quarantine: std::sync::OnceLock::new(),
                 grantable: berth_oci::caps::grantable(),
                 cpu_samples: Mutex::default(),
+                events: Default::default(),
             }),
         };
         rt.restore().await?;

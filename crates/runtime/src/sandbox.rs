@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::error::{io, Error, Result};
+use crate::events::EventKind;
 use crate::podfiles::{check_sysctls, PodFiles};
 use crate::{now_ns, resolve_binary, resolve_prefix, Runtime};
 
@@ -293,7 +294,14 @@ impl Runtime {
         self.reserve(rec.name_key(), &rec.id, "pod sandbox")?;
         let _g = self.lock(&rec.id).await;
         match self.start_pod(&mut rec, runner, sysctls).await {
-            Ok(()) => Ok(rec.id),
+            Ok(()) => {
+                if let Some(m) = rec.monitor {
+                    self.watch_pod(&rec.id, m);
+                }
+                self.emit(&rec.id, &rec.id, EventKind::Created);
+                self.emit(&rec.id, &rec.id, EventKind::Started);
+                Ok(rec.id)
+            }
             Err(e) => {
                 if let Err(c) = self.release_pod(&mut rec).await {
                     tracing::warn!(pod = %rec.id, error = %c, "cleanup after a failed RunPodSandbox");
@@ -419,6 +427,15 @@ impl Runtime {
     /// Stops whatever the pod still runs and releases its network and
     /// mounts. Idempotent; the record stays.
     async fn release_pod(&self, rec: &mut SandboxRecord) -> Result<()> {
+        // From here on, what happens to the pod's containers is told here.
+        self.unwatch_pod(&rec.id);
+        let before = self.statuses_of(&rec.id);
+        let released = self.release_pod_now(rec).await;
+        self.emit_exits(&rec.id, &before);
+        released
+    }
+
+    async fn release_pod_now(&self, rec: &mut SandboxRecord) -> Result<()> {
         // The monitor kills the containers while CNI tears the network
         // down: the two are independent, and DEL needs the netns, which
         // outlives both (it is pinned on a file).
@@ -497,9 +514,13 @@ impl Runtime {
         let Some(mut rec) = self.find_pod(&rec.id)? else {
             return Ok(());
         };
+        let was_ready = rec.ready;
         let released = self.release_pod(&mut rec).await;
         rec.ready = false;
         self.save_pod(&rec).await?;
+        if was_ready {
+            self.emit(&rec.id, &rec.id, EventKind::Stopped);
+        }
         released
     }
 
@@ -513,9 +534,13 @@ impl Runtime {
         let Some(mut rec) = self.find_pod(&rec.id)? else {
             return Ok(());
         };
+        let was_ready = rec.ready;
         self.release_pod(&mut rec).await?;
         rec.ready = false;
         self.save_pod(&rec).await?;
+        if was_ready {
+            self.emit(&rec.id, &rec.id, EventKind::Stopped);
+        }
         let containers: Vec<String> = self
             .read_index()
             .containers
@@ -533,6 +558,8 @@ impl Runtime {
             }
             _ => {}
         }
+        // Told while the pod is still there to be described, as containerd does.
+        self.emit(&rec.id, &rec.id, EventKind::Deleted);
         self.inner.pod_records.delete(&rec.id)?;
         self.index().pods.remove(&rec.id);
         self.unreserve(&rec.name_key(), &rec.id);
@@ -591,7 +618,7 @@ pub struct PodView {
 }
 
 impl PodView {
-    fn of(record: SandboxRecord) -> PodView {
+    pub(crate) fn of(record: SandboxRecord) -> PodView {
         let ready = record.ready && record.monitor_alive();
         PodView { record, ready }
     }
@@ -680,6 +707,9 @@ pub(crate) async fn reconcile(rt: &Runtime) {
     remove_unrecorded_pods(rt).await;
     let pods: Vec<SandboxRecord> = rt.read_index().pods.values().cloned().collect();
     for mut p in pods {
+        if let Some(m) = p.monitor.filter(|_| p.ready && p.monitor_alive()) {
+            rt.watch_pod(&p.id, m);
+        }
         if p.ready && !p.monitor_alive() {
             tracing::warn!(pod = %p.id, "the pod's monitor is gone; the pod is not ready");
             p.ready = false;

@@ -14,11 +14,12 @@ use crate::container::ContainerFilter;
 use crate::error::Result;
 use crate::{now_ns, ContainerRecord, Runtime};
 
-fn read_u64(path: &Path) -> Option<u64> {
+pub(crate) fn read_u64(path: &Path) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-fn stat_file(path: &Path) -> HashMap<String, u64> {
+/// `key value` lines of a cgroup file.
+pub(crate) fn stat_file(path: &Path) -> HashMap<String, u64> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -40,6 +41,107 @@ pub struct ContainerStats {
     pub cpu: Option<CpuUsage>,
     pub memory: Option<MemoryUsage>,
     pub writable_layer: WritableLayer,
+    /// `None` where the host does not account swap.
+    pub swap: Option<SwapUsage>,
+    /// I/O pressure; `None` where the kernel does not report it for the
+    /// container's cgroup.
+    pub io_psi: Option<Psi>,
+}
+
+/// Swap of a container, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SwapUsage {
+    pub usage_bytes: u64,
+    /// Limit minus usage; `None` without a limit.
+    pub available_bytes: Option<u64>,
+}
+
+/// Pressure stall information of one resource (`cpu.pressure`,
+/// `memory.pressure`, `io.pressure`).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Psi {
+    pub some: PsiData,
+    /// Absent for CPU on kernels before 5.13.
+    pub full: Option<PsiData>,
+}
+
+/// One line of a pressure file.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct PsiData {
+    /// Time stalled, in nanoseconds (the kernel counts microseconds).
+    pub total_ns: u64,
+    /// Percent of the last 10, 60 and 300 seconds.
+    pub avg10: f64,
+    pub avg60: f64,
+    pub avg300: f64,
+}
+
+/// Parses a pressure file: `some avg10=.. avg60=.. avg300=.. total=..`
+/// and the same for `full`.
+pub fn parse_pressure(text: &str) -> Option<Psi> {
+    let mut some = None;
+    let mut full = None;
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let kind = words.next()?;
+        let mut d = PsiData::default();
+        for w in words {
+            let (k, v) = w.split_once('=')?;
+            match k {
+                "avg10" => d.avg10 = v.parse().ok()?,
+                "avg60" => d.avg60 = v.parse().ok()?,
+                "avg300" => d.avg300 = v.parse().ok()?,
+                "total" => d.total_ns = v.parse::<u64>().ok()?.saturating_mul(1000),
+                _ => {}
+            }
+        }
+        match kind {
+            "some" => some = Some(d),
+            "full" => full = Some(d),
+            _ => {}
+        }
+    }
+    Some(Psi { some: some?, full })
+}
+
+/// The pressure of `resource` (`cpu`, `memory`, `io`) in a cgroup: on v2
+/// its own directory; on a v1 host, the unified hierarchy's cgroup of the
+/// same path when the OCI runtime made one (runc does in hybrid mode).
+fn pressure(layout: Layout, path: &str, resource: &str) -> Option<Psi> {
+    let dir = match layout {
+        Layout::V2 => layout.dir("", path),
+        Layout::V1 => layout.dir("unified", path),
+    };
+    let text = std::fs::read_to_string(dir.join(format!("{resource}.pressure"))).ok()?;
+    parse_pressure(&text)
+}
+
+/// Swap use of a cgroup: v2 `memory.swap.current` and `memory.swap.max`;
+/// v1 the memory+swap counters minus memory's, where swap is accounted.
+fn swap(layout: Layout, path: &str) -> Option<SwapUsage> {
+    let dir = layout.dir("memory", path);
+    let unlimited = |l: u64| l >= (1 << 62);
+    match layout {
+        Layout::V2 => {
+            let usage = read_u64(&dir.join("memory.swap.current"))?;
+            // "max" does not parse: no limit.
+            let limit = read_u64(&dir.join("memory.swap.max")).filter(|l| !unlimited(*l));
+            Some(SwapUsage {
+                usage_bytes: usage,
+                available_bytes: limit.map(|l| l.saturating_sub(usage)),
+            })
+        }
+        Layout::V1 => {
+            let memsw = read_u64(&dir.join("memory.memsw.usage_in_bytes"))?;
+            let mem = read_u64(&dir.join("memory.usage_in_bytes"))?;
+            let memsw_limit =
+                read_u64(&dir.join("memory.memsw.limit_in_bytes")).filter(|l| !unlimited(*l));
+            Some(SwapUsage {
+                usage_bytes: memsw.saturating_sub(mem),
+                available_bytes: memsw_limit.map(|l| l.saturating_sub(memsw)),
+            })
+        }
+    }
 }
 
 /// CPU time of a container.
@@ -49,6 +151,7 @@ pub struct CpuUsage {
     pub usage_core_nano_seconds: u64,
     /// Since the previous sample; `None` on the first.
     pub usage_nano_cores: Option<u64>,
+    pub psi: Option<Psi>,
 }
 
 /// Memory of a container, in bytes.
@@ -61,6 +164,7 @@ pub struct MemoryUsage {
     pub rss_bytes: u64,
     pub page_faults: u64,
     pub major_page_faults: u64,
+    pub psi: Option<Psi>,
 }
 
 /// A pod's usage, as PodSandboxStats reports it.
@@ -72,6 +176,8 @@ pub struct PodStats {
     pub memory: Option<MemoryUsage>,
     /// Processes in the pod's cgroups.
     pub processes: Option<u64>,
+    /// The pod cgroup's I/O pressure, where the kernel reports it.
+    pub io_psi: Option<Psi>,
     /// The pod's interfaces (`lo` left out); empty for host-network pods.
     pub interfaces: Vec<InterfaceStats>,
     pub containers: Vec<ContainerStats>,
@@ -118,7 +224,7 @@ pub fn parse_net_dev(text: &str) -> Vec<InterfaceStats> {
 }
 
 /// Processes in a cgroup (`pids.current`, else `cgroup.procs` lines).
-fn process_count(layout: Layout, path: &str) -> Option<u64> {
+pub(crate) fn process_count(layout: Layout, path: &str) -> Option<u64> {
     read_u64(&layout.dir("pids", path).join("pids.current")).or_else(|| {
         let procs =
             std::fs::read_to_string(layout.dir("memory", path).join("cgroup.procs")).ok()?;
@@ -176,6 +282,7 @@ fn memory(layout: Layout, path: &str) -> Option<MemoryUsage> {
         rss_bytes: get("total_rss", "anon"),
         page_faults: get("total_pgfault", "pgfault"),
         major_page_faults: get("total_pgmajfault", "pgmajfault"),
+        psi: pressure(layout, path, "memory"),
     })
 }
 
@@ -289,6 +396,8 @@ impl Runtime {
             timestamp: ts,
             cpu,
             memory: memory(layout, &c.cgroups_path),
+            swap: swap(layout, &c.cgroups_path),
+            io_psi: pressure(layout, &c.cgroups_path, "io"),
             writable_layer: WritableLayer {
                 timestamp: usage.map_or(ts, |u| u.measured_at),
                 mountpoint: self
@@ -305,7 +414,11 @@ impl Runtime {
     /// CPU time of a cgroup, with its rate since the previous sample under
     /// `key`.
     fn cpu_sample(&self, key: &str, path: &str, ts: i64) -> Option<CpuUsage> {
-        cpu_usage(self.inner.layout, path).map(|total| self.cpu_rate(key, total, ts))
+        let layout = self.inner.layout;
+        cpu_usage(layout, path).map(|total| CpuUsage {
+            psi: pressure(layout, path, "cpu"),
+            ..self.cpu_rate(key, total, ts)
+        })
     }
 
     fn cpu_rate(&self, key: &str, total: u64, ts: i64) -> CpuUsage {
@@ -322,10 +435,11 @@ impl Runtime {
         CpuUsage {
             usage_core_nano_seconds: total,
             usage_nano_cores: nano_cores,
+            psi: None,
         }
     }
 
-    fn pod_stats_of(&self, pod: &crate::sandbox::SandboxRecord) -> PodStats {
+    pub(crate) fn pod_stats_of(&self, pod: &crate::sandbox::SandboxRecord) -> PodStats {
         let ts = now_ns();
         let layout = self.inner.layout;
         let containers: Vec<ContainerStats> = self
@@ -341,11 +455,12 @@ impl Runtime {
             .as_ref()
             .map(|l| l.cgroup_parent.trim_end_matches('/').to_string())
             .filter(|p| !p.is_empty());
-        let (cpu, memory, processes) = match &parent {
+        let (cpu, memory, processes, io_psi) = match &parent {
             Some(path) => (
                 self.cpu_sample(&format!("pod:{}", pod.id), path, ts),
                 memory(layout, path),
                 process_count(layout, path),
+                pressure(layout, path, "io"),
             ),
             // No pod cgroup: what its containers use.
             None => {
@@ -365,12 +480,13 @@ impl Runtime {
                             rss_bytes: a.rss_bytes + b.rss_bytes,
                             page_faults: a.page_faults + b.page_faults,
                             major_page_faults: a.major_page_faults + b.major_page_faults,
+                            psi: None,
                         });
                 let processes = containers
                     .iter()
                     .filter_map(|c| process_count(layout, &c.record.cgroups_path))
                     .reduce(|a, b| a + b);
-                (cpu, memory, processes)
+                (cpu, memory, processes, None)
             }
         };
         let interfaces = match (&pod.netns, pod.monitor.filter(|_| pod.monitor_alive())) {
@@ -385,6 +501,7 @@ impl Runtime {
             cpu,
             memory,
             processes,
+            io_psi,
             interfaces,
             containers,
         }
@@ -440,6 +557,26 @@ impl Runtime {
 #[cfg(test)]
 mod net_dev_tests {
     use super::*;
+
+    #[test]
+    fn pressure_files() {
+        let text = "some avg10=1.50 avg60=0.25 avg300=0.00 total=1234\n\
+                    full avg10=0.00 avg60=0.10 avg300=0.02 total=56\n";
+        let psi = parse_pressure(text).unwrap();
+        assert_eq!(psi.some.total_ns, 1_234_000);
+        assert_eq!(psi.some.avg10, 1.5);
+        assert_eq!(psi.some.avg60, 0.25);
+        let full = psi.full.unwrap();
+        assert_eq!(
+            (full.total_ns, full.avg60, full.avg300),
+            (56_000, 0.1, 0.02)
+        );
+        // Older kernels have no `full` line for CPU.
+        let cpu = parse_pressure("some avg10=0.00 avg60=0.00 avg300=0.00 total=7\n").unwrap();
+        assert_eq!((cpu.some.total_ns, cpu.full), (7000, None));
+        assert_eq!(parse_pressure(""), None);
+        assert_eq!(parse_pressure("some avg10=x total=1\n"), None);
+    }
 
     #[test]
     fn net_dev_lines_without_lo() {

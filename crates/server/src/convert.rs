@@ -766,7 +766,20 @@ fn cri_cpu(c: &berth_runtime::stats::CpuUsage, ts: i64) -> cri::CpuUsage {
         timestamp: ts,
         usage_core_nano_seconds: uint64(c.usage_core_nano_seconds),
         usage_nano_cores: c.usage_nano_cores.and_then(uint64),
-        psi: None,
+        psi: c.psi.as_ref().map(cri_psi),
+    }
+}
+
+fn cri_psi(p: &berth_runtime::stats::Psi) -> cri::PsiStats {
+    let data = |d: &berth_runtime::stats::PsiData| cri::PsiData {
+        total: d.total_ns,
+        avg10: d.avg10,
+        avg60: d.avg60,
+        avg300: d.avg300,
+    };
+    cri::PsiStats {
+        full: p.full.as_ref().map(data),
+        some: Some(data(&p.some)),
     }
 }
 
@@ -779,7 +792,7 @@ fn cri_memory(m: &berth_runtime::stats::MemoryUsage, ts: i64) -> cri::MemoryUsag
         rss_bytes: uint64(m.rss_bytes),
         page_faults: uint64(m.page_faults),
         major_page_faults: uint64(m.major_page_faults),
-        psi: None,
+        psi: m.psi.as_ref().map(cri_psi),
     }
 }
 
@@ -807,8 +820,15 @@ pub fn container_stats(s: &berth_runtime::ContainerStats) -> cri::ContainerStats
             used_bytes: s.writable_layer.used.and_then(|(b, _)| uint64(b)),
             inodes_used: s.writable_layer.used.and_then(|(_, i)| uint64(i)),
         }),
-        swap: None,
-        io: None,
+        swap: s.swap.map(|w| cri::SwapUsage {
+            timestamp: ts,
+            swap_available_bytes: w.available_bytes.and_then(uint64),
+            swap_usage_bytes: uint64(w.usage_bytes),
+        }),
+        io: s.io_psi.as_ref().map(|p| cri::IoUsage {
+            timestamp: ts,
+            psi: Some(cri_psi(p)),
+        }),
     }
 }
 
@@ -851,7 +871,10 @@ pub fn pod_stats(s: &berth_runtime::PodStats) -> cri::PodSandboxStats {
                 process_count: uint64(n),
             }),
             containers,
-            io: None,
+            io: s.io_psi.as_ref().map(|p| cri::IoUsage {
+                timestamp: ts,
+                psi: Some(cri_psi(p)),
+            }),
         }),
         windows: None,
     }

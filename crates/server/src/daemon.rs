@@ -49,6 +49,20 @@ pub enum DaemonError {
     Serve(#[from] tonic::transport::Error),
     #[error("starting the streaming server: {0}")]
     Streaming(#[from] berth_streaming::Error),
+    #[error("metrics.address {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> DaemonError + 'a {
@@ -286,6 +300,20 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         },
     )
     .await?;
+    let _metrics = match config.metrics.address {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| DaemonError::Metrics { addr, source })?;
+            tracing::info!(address = %addr, "serving Prometheus metrics at /metrics");
+            Some(AbortOnDrop(tokio::spawn(crate::metrics::serve(
+                listener,
+                runtime.clone(),
+                images.clone(),
+            ))))
+        }
+        None => None,
+    };
     let images = Images::new(images);
     let runtime = Runtime::new(&config, runtime, streaming);
     let shutdown = async {

@@ -3,7 +3,7 @@
 //! the handler's error into a `Status`. Changes run to completion even when
 //! the caller gives up (a client deadline, kubelet's runtime request
 //! timeout): a half-done RunPodSandbox or StopPodSandbox would leave state
-//! that only a retry cleans.
+//! that only a retry cleans. Each call is counted in `crate::metrics`.
 
 use std::future::Future;
 use std::time::Instant;
@@ -26,7 +26,13 @@ where
 {
     let start = Instant::now();
     let result = fut.await;
-    let ms = start.elapsed().as_secs_f64() * 1e3;
+    let seconds = start.elapsed().as_secs_f64();
+    let ms = seconds * 1e3;
+    let code = match &result {
+        Ok(_) => tonic::Code::Ok,
+        Err(e) => e.code(),
+    };
+    crate::metrics::global().call(method, code, seconds);
     match &result {
         Ok(_) => match kind {
             Kind::Mutation => tracing::info!(method, ms, "ok"),

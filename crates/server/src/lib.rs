@@ -7,12 +7,14 @@
 //! CRI's messages become Berth's own types, and back, in [`convert`].
 #![deny(unsafe_code)]
 
+mod chunks;
 pub mod convert;
 pub mod daemon;
 mod deadline;
 pub mod error;
 pub mod image;
 pub mod instrument;
+pub mod metrics;
 mod progress;
 mod record;
 pub mod runtime;

@@ -147,12 +147,14 @@ impl Daemon {
 
     /// Runs `berth <args>` against this daemon.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(BERTH)
-            .arg("--runtime-endpoint")
-            .arg(self.endpoint())
-            .args(args)
-            .output()
-            .unwrap()
+        self.cli_command(args).output().unwrap()
+    }
+
+    /// `berth <args>` against this daemon, to spawn.
+    pub fn cli_command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BERTH);
+        c.arg("--runtime-endpoint").arg(self.endpoint()).args(args);
+        c
     }
 }
 

@@ -68,6 +68,20 @@ impl ImageService for Images {
         .await
     }
 
+    async fn stream_images(
+        &self,
+        req: Request<cri::StreamImagesRequest>,
+    ) -> Result<Response<crate::chunks::ListStream<cri::StreamImagesResponse>>, Status> {
+        let r = req.into_inner();
+        call("StreamImages", Kind::Read, async {
+            let all = list::list_images(self, cri::ListImagesRequest { filter: r.filter }).await?;
+            Ok(crate::chunks::stream(all.images, |images| {
+                cri::StreamImagesResponse { images }
+            }))
+        })
+        .await
+    }
+
     async fn image_status(
         &self,
         req: Request<cri::ImageStatusRequest>,

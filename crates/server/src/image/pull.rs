@@ -24,7 +24,10 @@ pub(super) async fn pull_image(
 ) -> Result<cri::PullImageResponse> {
     let spec = spec_image(req.image.as_ref())?;
     let auth = req.auth.as_ref().map(auth_fields);
-    let record = svc.images.pull(spec, auth.as_ref()).await?;
+    let start = std::time::Instant::now();
+    let pulled = svc.images.pull(spec, auth.as_ref()).await;
+    crate::metrics::global().pull(pulled.is_ok(), start.elapsed().as_secs_f64());
+    let record = pulled?;
     Ok(cri::PullImageResponse {
         image_ref: record.id,
     })

@@ -1,8 +1,10 @@
 //! The CRI RuntimeService: each RPC is a thin wrapper over
 //! [`berth_runtime::Runtime`], run inside [`call`]. RPCs not listed here
-//! (events, metrics, checkpoint, the streaming lists) answer UNIMPLEMENTED through the
-//! generated default methods.
+//! answer UNIMPLEMENTED through the generated default methods.
 
+mod events;
+mod lists;
+mod metrics;
 mod runtime_config;
 mod status;
 mod streaming;
@@ -12,6 +14,7 @@ use berth_cri::runtime::v1 as cri;
 use berth_cri::runtime::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
+use crate::chunks::{self, ListStream};
 use crate::convert;
 use crate::error::ServerError;
 use crate::instrument::{call, mutation, Kind};
@@ -175,10 +178,20 @@ impl RuntimeService for Runtime {
         let r = req.into_inner();
         call("PodSandboxStatus", Kind::Read, async {
             let (pod, info) = self.rt.pod_status(&r.pod_sandbox_id, r.verbose)?;
+            // Its containers' statuses and when they were read, as CRI-O
+            // answers: the kubelet's relist then needs no ContainerStatus
+            // call per container.
+            let timestamp = berth_runtime::now_ns();
+            let filter = berth_runtime::ContainerFilter {
+                pod_id: pod.record.id.clone(),
+                ..Default::default()
+            };
+            let containers = self.rt.list_containers(&filter);
             Ok(cri::PodSandboxStatusResponse {
                 status: Some(convert::pod_status(&pod)),
                 info: verbose_info(info, convert::cri_pod_config(&pod.record.config)),
-                ..Default::default()
+                containers_statuses: containers.iter().map(convert::container_status).collect(),
+                timestamp,
             })
         })
         .await
@@ -190,12 +203,23 @@ impl RuntimeService for Runtime {
     ) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
         let r = req.into_inner();
         call("ListPodSandbox", Kind::Read, async {
-            let items = convert::pod_filter(r.filter)
-                .map(|f| self.rt.list_pods(&f))
-                .unwrap_or_default();
             Ok(cri::ListPodSandboxResponse {
-                items: items.iter().map(convert::pod_sandbox).collect(),
+                items: lists::pods(&self.rt, r.filter),
             })
+        })
+        .await
+    }
+
+    async fn stream_pod_sandboxes(
+        &self,
+        req: Request<cri::StreamPodSandboxesRequest>,
+    ) -> Result<Response<ListStream<cri::StreamPodSandboxesResponse>>, Status> {
+        let r = req.into_inner();
+        call("StreamPodSandboxes", Kind::Read, async {
+            Ok(chunks::stream(
+                lists::pods(&self.rt, r.filter),
+                |pod_sandboxes| cri::StreamPodSandboxesResponse { pod_sandboxes },
+            ))
         })
         .await
     }
@@ -267,21 +291,23 @@ impl RuntimeService for Runtime {
     ) -> Result<Response<cri::ListContainersResponse>, Status> {
         let r = req.into_inner();
         call("ListContainers", Kind::Read, async {
-            let filter = match r.filter {
-                None => Some(Default::default()),
-                Some(f) => convert::container_filter(
-                    f.id,
-                    f.pod_sandbox_id,
-                    f.state.map(|s| s.state),
-                    f.label_selector,
-                ),
-            };
-            let containers = filter
-                .map(|f| self.rt.list_containers(&f))
-                .unwrap_or_default();
             Ok(cri::ListContainersResponse {
-                containers: containers.iter().map(convert::container).collect(),
+                containers: lists::containers(&self.rt, r.filter),
             })
+        })
+        .await
+    }
+
+    async fn stream_containers(
+        &self,
+        req: Request<cri::StreamContainersRequest>,
+    ) -> Result<Response<ListStream<cri::StreamContainersResponse>>, Status> {
+        let r = req.into_inner();
+        call("StreamContainers", Kind::Read, async {
+            Ok(chunks::stream(
+                lists::containers(&self.rt, r.filter),
+                |containers| cri::StreamContainersResponse { containers },
+            ))
         })
         .await
     }
@@ -370,16 +396,23 @@ impl RuntimeService for Runtime {
         let r = req.into_inner();
         let rt = self.rt.clone();
         call("ListPodSandboxStats", Kind::Read, async move {
-            let filter = r.filter.unwrap_or_default();
-            let filter = berth_runtime::PodFilter {
-                id: filter.id,
-                ready: None,
-                labels: filter.label_selector.into_iter().collect(),
-            };
-            let stats = blocking(move || rt.list_pod_stats(&filter)).await?;
             Ok(cri::ListPodSandboxStatsResponse {
-                stats: stats.iter().map(convert::pod_stats).collect(),
+                stats: lists::pod_stats(&rt, r.filter).await?,
             })
+        })
+        .await
+    }
+
+    async fn stream_pod_sandbox_stats(
+        &self,
+        req: Request<cri::StreamPodSandboxStatsRequest>,
+    ) -> Result<Response<ListStream<cri::StreamPodSandboxStatsResponse>>, Status> {
+        let r = req.into_inner();
+        call("StreamPodSandboxStats", Kind::Read, async {
+            Ok(chunks::stream(
+                lists::pod_stats(&self.rt, r.filter).await?,
+                |pod_sandbox_stats| cri::StreamPodSandboxStatsResponse { pod_sandbox_stats },
+            ))
         })
         .await
     }
@@ -391,23 +424,87 @@ impl RuntimeService for Runtime {
         let r = req.into_inner();
         let rt = self.rt.clone();
         call("ListContainerStats", Kind::Read, async move {
-            // cgroup files of every container: read off the async workers,
-            // so that Status and the rest never wait behind them.
-            let filter = match r.filter {
-                None => Some(Default::default()),
-                Some(f) => {
-                    convert::container_filter(f.id, f.pod_sandbox_id, None, f.label_selector)
-                }
-            };
-            let stats = match filter {
-                Some(f) => blocking(move || rt.list_container_stats(&f)).await?,
-                None => Vec::new(),
-            };
             Ok(cri::ListContainerStatsResponse {
-                stats: stats.iter().map(convert::container_stats).collect(),
+                stats: lists::container_stats(&rt, r.filter).await?,
             })
         })
         .await
+    }
+
+    async fn stream_container_stats(
+        &self,
+        req: Request<cri::StreamContainerStatsRequest>,
+    ) -> Result<Response<ListStream<cri::StreamContainerStatsResponse>>, Status> {
+        let r = req.into_inner();
+        call("StreamContainerStats", Kind::Read, async {
+            Ok(chunks::stream(
+                lists::container_stats(&self.rt, r.filter).await?,
+                |container_stats| cri::StreamContainerStatsResponse { container_stats },
+            ))
+        })
+        .await
+    }
+
+    async fn checkpoint_container(
+        &self,
+        req: Request<cri::CheckpointContainerRequest>,
+    ) -> Result<Response<cri::CheckpointContainerResponse>, Status> {
+        let r = req.into_inner();
+        call("CheckpointContainer", Kind::Mutation, async {
+            self.rt
+                .checkpoint_container(&r.container_id, &r.location)
+                .await?;
+            Ok(cri::CheckpointContainerResponse {})
+        })
+        .await
+    }
+
+    async fn list_metric_descriptors(
+        &self,
+        _req: Request<cri::ListMetricDescriptorsRequest>,
+    ) -> Result<Response<cri::ListMetricDescriptorsResponse>, Status> {
+        call("ListMetricDescriptors", Kind::Read, async {
+            Ok(cri::ListMetricDescriptorsResponse {
+                descriptors: metrics::descriptors(),
+            })
+        })
+        .await
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _req: Request<cri::ListPodSandboxMetricsRequest>,
+    ) -> Result<Response<cri::ListPodSandboxMetricsResponse>, Status> {
+        let rt = self.rt.clone();
+        call("ListPodSandboxMetrics", Kind::Read, async move {
+            Ok(cri::ListPodSandboxMetricsResponse {
+                pod_metrics: blocking(move || metrics::pod_metrics(&rt)).await?,
+            })
+        })
+        .await
+    }
+
+    async fn stream_pod_sandbox_metrics(
+        &self,
+        _req: Request<cri::StreamPodSandboxMetricsRequest>,
+    ) -> Result<Response<ListStream<cri::StreamPodSandboxMetricsResponse>>, Status> {
+        let rt = self.rt.clone();
+        call("StreamPodSandboxMetrics", Kind::Read, async move {
+            let all = blocking(move || metrics::pod_metrics(&rt)).await?;
+            Ok(chunks::stream(all, |pod_sandbox_metrics| {
+                cri::StreamPodSandboxMetricsResponse {
+                    pod_sandbox_metrics,
+                }
+            }))
+        })
+        .await
+    }
+
+    async fn get_container_events(
+        &self,
+        _req: Request<cri::GetEventsRequest>,
+    ) -> Result<Response<ListStream<cri::ContainerEventResponse>>, Status> {
+        Ok(Response::new(events::subscribe(&self.rt)))
     }
 
     async fn exec(
