@@ -808,6 +808,28 @@ async fn user_namespaced_pod(handler: &str) {
     assert_eq!(own_user, shared_user, "one user namespace for the pod");
     assert_ne!(own_pid, shared_pid, "a PID namespace of its own");
 
+    // The pod's interfaces are its namespace's, never the host's (the pod
+    // init made that namespace, not the monitor).
+    let stats =
+        e.rt.pod_sandbox_stats(cri::PodSandboxStatsRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    let names: Vec<String> = stats
+        .linux
+        .unwrap()
+        .network
+        .unwrap()
+        .interfaces
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    assert_eq!(names, ["eth0"]);
+
     stop_remove_pod(&mut e, &pod).await;
     assert_no_leaks(&e, &[pod, c, own]);
 }

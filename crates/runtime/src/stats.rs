@@ -223,6 +223,27 @@ pub fn parse_net_dev(text: &str) -> Vec<InterfaceStats> {
         .collect()
 }
 
+/// `/proc/<pid>/net/dev` of a process in the pod's network namespace: the
+/// monitor joins it, except in a user-namespaced pod, where the pod init
+/// created it. Checked against the pinned namespace: a process elsewhere
+/// (the host's namespace) would report the host's interfaces as the pod's.
+fn pod_net_dev(pod: &crate::sandbox::SandboxRecord) -> Option<String> {
+    let pinned = std::fs::metadata(pod.netns.as_ref()?).ok()?;
+    if !pod.monitor_alive() {
+        return None;
+    }
+    let candidates = pod.pod_init.into_iter().chain(pod.monitor.map(|m| m.pid));
+    for pid in candidates {
+        let Ok(ns) = std::fs::metadata(format!("/proc/{pid}/ns/net")) else {
+            continue;
+        };
+        if (ns.dev(), ns.ino()) == (pinned.dev(), pinned.ino()) {
+            return std::fs::read_to_string(format!("/proc/{pid}/net/dev")).ok();
+        }
+    }
+    None
+}
+
 /// Processes in a cgroup (`pids.current`, else `cgroup.procs` lines).
 pub(crate) fn process_count(layout: Layout, path: &str) -> Option<u64> {
     read_u64(&layout.dir("pids", path).join("pids.current")).or_else(|| {
@@ -489,12 +510,9 @@ impl Runtime {
                 (cpu, memory, processes, None)
             }
         };
-        let interfaces = match (&pod.netns, pod.monitor.filter(|_| pod.monitor_alive())) {
-            (Some(_), Some(m)) => std::fs::read_to_string(format!("/proc/{}/net/dev", m.pid))
-                .map(|t| parse_net_dev(&t))
-                .unwrap_or_default(),
-            _ => Vec::new(),
-        };
+        let interfaces = pod_net_dev(pod)
+            .map(|t| parse_net_dev(&t))
+            .unwrap_or_default();
         PodStats {
             record: pod.clone(),
             timestamp: ts,
