@@ -1601,11 +1601,25 @@ async fn a_wedged_monitor_does_not_hold_stop_pod() {
     assert_no_leaks(&e, &[pod, c]);
 }
 
+/// What ImageFsInfo says is used, image and container filesystems alike.
+async fn image_fs_used(d: &Daemon) -> u64 {
+    let r = d
+        .images()
+        .await
+        .image_fs_info(cri::ImageFsInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.image_filesystems, r.container_filesystems);
+    r.container_filesystems[0].used_bytes.unwrap().value
+}
+
 /// ContainerStats reports the writable layer, measured in the background
 /// (a walk per request would stall the daemon's workers).
 #[tokio::test(flavor = "multi_thread")]
 async fn writable_layer_usage_is_reported() {
     let mut e = env().await;
+    let before = image_fs_used(&e.d).await;
     let pod = run_pod(&mut e, "usage", "").await;
     let c = create(
         &mut e,
@@ -1634,6 +1648,8 @@ async fn writable_layer_usage_is_reported() {
         let used = layer.used_bytes.map_or(0, |v| v.value);
         if used >= 2 << 20 {
             assert!(layer.inodes_used.unwrap().value >= 1);
+            // ImageFsInfo counts the writable layers too.
+            assert!(image_fs_used(&e.d).await >= before + (2 << 20));
             break;
         }
         assert!(Instant::now() < deadline, "writable layer: {used} bytes");
@@ -1854,6 +1870,22 @@ async fn pod_metrics_follow_their_descriptors() {
     );
     assert!(usage.value.as_ref().unwrap().value > 0);
     assert!(by_name["container_processes"].value.as_ref().unwrap().value >= 1);
+    assert!(
+        by_name["container_file_descriptors"]
+            .value
+            .as_ref()
+            .unwrap()
+            .value
+            >= 1
+    );
+    assert!(
+        by_name["container_fs_limit_bytes"]
+            .value
+            .as_ref()
+            .unwrap()
+            .value
+            > 0
+    );
     assert!(by_name.contains_key("container_start_time_seconds"));
     // No checkpoint here: the answer says why (CRIU missing or failing).
     let refused =

@@ -81,6 +81,9 @@ const DEFS: &[Def] = &[
     ("container_memory_rss", "Size of RSS in bytes.", Gauge, &[]),
     ("container_memory_cache", "Number of bytes of page cache memory.", Gauge, &[]),
     ("container_memory_mapped_file", "Size of memory mapped files in bytes.", Gauge, &[]),
+    ("container_memory_kernel_usage", "Size of kernel memory allocated in bytes.", Gauge, &[]),
+    ("container_memory_total_active_file_bytes", "Current total active file in bytes.", Gauge, &[]),
+    ("container_memory_total_inactive_file_bytes", "Current total inactive file in bytes.", Gauge, &[]),
     ("container_memory_swap", "Container swap usage in bytes.", Gauge, &[]),
     ("container_memory_failcnt", "Number of memory usage hits limits.", Counter, &[]),
     ("container_memory_failures_total", "Cumulative count of memory allocation failures.", Counter, &["failure_type", "scope"]),
@@ -88,9 +91,13 @@ const DEFS: &[Def] = &[
     // process
     ("container_processes", "Number of processes running inside the container.", Gauge, &[]),
     ("container_threads_max", "Maximum number of threads allowed inside the container, infinity if value is zero.", Gauge, &[]),
+    ("container_file_descriptors", "Number of open file descriptors for the container.", Gauge, &[]),
+    ("container_sockets", "Number of open sockets for the container.", Gauge, &[]),
     // disk
     ("container_fs_usage_bytes", "Number of bytes that are consumed by the container on this filesystem.", Gauge, &["device"]),
     ("container_fs_inodes_total", "Number of inodes used by the container on this filesystem.", Gauge, &["device"]),
+    ("container_fs_limit_bytes", "Number of bytes that can be consumed by the container on this filesystem.", Gauge, &["device"]),
+    ("container_fs_inodes_free", "Number of available inodes on this filesystem.", Gauge, &["device"]),
     // spec and life
     ("container_spec_memory_limit_bytes", "Memory limit for the container.", Gauge, &[]),
     ("container_spec_memory_swap_limit_bytes", "Memory swap limit for the container.", Gauge, &[]),
@@ -280,6 +287,32 @@ fn pids_max(layout: Layout, path: &str) -> Option<u64> {
     }
 }
 
+/// Open descriptors and sockets of the processes in a cgroup.
+fn descriptors_of(layout: Layout, path: &str) -> Option<(u64, u64)> {
+    let procs = std::fs::read_to_string(layout.dir("memory", path).join("cgroup.procs")).ok()?;
+    let (mut fds, mut sockets) = (0, 0);
+    for pid in procs.lines() {
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for e in dir.flatten() {
+            fds += 1;
+            if std::fs::read_link(e.path())
+                .is_ok_and(|t| t.as_os_str().as_encoded_bytes().starts_with(b"socket:"))
+            {
+                sockets += 1;
+            }
+        }
+    }
+    Some((fds, sockets))
+}
+
+/// Size and free inodes of the filesystem holding `dir`.
+fn filesystem(dir: &str) -> Option<(u64, u64)> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some((st.f_blocks.saturating_mul(st.f_frsize), st.f_ffree))
+}
+
 fn pressure(s: &mut Samples, resource: &str, psi: Option<stats::Psi>) {
     let Some(psi) = psi else { return };
     let (waiting, stalled): (&'static str, &'static str) = match resource {
@@ -416,10 +449,18 @@ impl Runtime {
         pressure(s, "io", c.io_psi);
         s.opt("container_processes", stats::process_count(layout, path));
         s.opt("container_threads_max", pids_max(layout, path));
+        if let Some((fds, sockets)) = descriptors_of(layout, path) {
+            s.add("container_file_descriptors", &[], fds);
+            s.add("container_sockets", &[], sockets);
+        }
+        let device = c.writable_layer.mountpoint.as_str();
         if let Some((bytes, inodes)) = c.writable_layer.used {
-            let device = c.writable_layer.mountpoint.as_str();
             s.add("container_fs_usage_bytes", &[device], bytes);
             s.add("container_fs_inodes_total", &[device], inodes);
+        }
+        if let Some((limit, free)) = filesystem(device) {
+            s.add("container_fs_limit_bytes", &[device], limit);
+            s.add("container_fs_inodes_free", &[device], free);
         }
         if let Some(r) = &c.record.resources {
             let positive = |v: i64| (v > 0).then_some(v as u64);

@@ -432,6 +432,17 @@ impl Runtime {
         }
     }
 
+    /// Bytes and inodes of every container's writable layer, as last
+    /// measured (ImageFsInfo counts them).
+    pub fn writable_layers_usage(&self) -> (u64, u64) {
+        self.inner
+            .layer_usage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .fold((0, 0), |(b, i), u| (b + u.bytes, i + u.inodes))
+    }
+
     /// CPU time of a cgroup, with its rate since the previous sample under
     /// `key`.
     fn cpu_sample(&self, key: &str, path: &str, ts: i64) -> Option<CpuUsage> {

@@ -314,7 +314,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         }
         None => None,
     };
-    let images = Images::new(images);
+    let images = Images::new(images, runtime.clone());
     let runtime = Runtime::new(&config, runtime, streaming);
     let shutdown = async {
         let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");

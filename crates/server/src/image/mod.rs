@@ -18,11 +18,13 @@ pub(crate) use pull::auth_fields;
 #[derive(Clone)]
 pub struct Images {
     pub(crate) images: berth_image::ImageService,
+    /// For the containers' writable layers, which ImageFsInfo counts too.
+    pub(crate) runtime: berth_runtime::Runtime,
 }
 
 impl Images {
-    pub fn new(images: berth_image::ImageService) -> Self {
-        Images { images }
+    pub fn new(images: berth_image::ImageService, runtime: berth_runtime::Runtime) -> Self {
+        Images { images, runtime }
     }
 
     /// The CRI view of an image record.
