@@ -345,12 +345,10 @@ impl Runtime {
             .filter(|p| p.ready && p.monitor_alive())
             .cloned()
             .collect();
-        pods.iter()
-            .map(|p| {
-                let stats = self.pod_stats_of(p);
-                self.metrics_of(&stats)
-            })
-            .collect()
+        stats::par_map(&pods, |p| {
+            let stats = self.pod_stats_of(p);
+            self.metrics_of(&stats)
+        })
     }
 
     fn metrics_of(&self, pod: &PodStats) -> PodMetrics {
