@@ -197,6 +197,10 @@ async fn cli_verbs() {
     let out = d.cli(&["inspecti", &name]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such image"));
+    // A separate image endpoint (here the same socket) serves the image verbs.
+    let ep = d.endpoint();
+    let out = d.cli(&["--image-endpoint", &ep, "images", "-q"]);
+    assert!(out.status.success(), "{out:?}");
     // A dead endpoint is one clear line and a failure.
     let out = std::process::Command::new(BERTH)
         .args(["-r", "unix:///nonexistent.sock", "images"])

@@ -1,12 +1,13 @@
-//! Connecting to a CRI endpoint over its unix socket.
+//! Connecting to a CRI endpoint, through `berth-cri-client` (its
+//! runtime.v1 check included).
 
 use std::time::Duration;
 
 use berth_cri::berth::v1::images_client::ImagesClient;
 use berth_cri::runtime::v1::image_service_client::ImageServiceClient;
 use berth_cri::runtime::v1::runtime_service_client::RuntimeServiceClient;
-use hyper_util::rt::TokioIo;
-use tonic::transport::{Channel, Endpoint, Uri};
+use berth_cri_client::{ClientError, Options, MAX_MESSAGE};
+use tonic::transport::Channel;
 
 use crate::CliError;
 
@@ -22,51 +23,55 @@ pub struct Clients {
     pub endpoint: String,
 }
 
-/// Connects to `endpoint` (`unix:///path` or a bare path).
-pub async fn connect(endpoint: &str, timeout: Duration) -> Result<Clients, CliError> {
-    let path = endpoint
-        .strip_prefix("unix://")
-        .unwrap_or(endpoint)
-        .to_string();
-    if !path.starts_with('/') {
-        return Err(CliError::Usage(format!(
-            "endpoint {endpoint:?} must be unix:///absolute/path"
-        )));
+fn options(timeout: Duration) -> Options {
+    Options {
+        connect_timeout: timeout,
+        call_timeout: timeout,
+        start_wait: Duration::ZERO,
     }
-    // The URI is only a placeholder: the connector below dials the socket.
-    // Its authority, `localhost`, is what kubelet and crictl send too.
-    let p = path.clone();
-    let channel = Endpoint::try_from("http://localhost")
-        .map_err(|e| CliError::Usage(e.to_string()))?
-        .connect_timeout(timeout)
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let p = p.clone();
-            async move {
-                let s = tokio::net::UnixStream::connect(p).await?;
-                Ok::<_, std::io::Error>(TokioIo::new(s))
-            }
-        }))
+}
+
+fn cli_error(e: ClientError) -> CliError {
+    match e {
+        ClientError::InvalidEndpoint(ep) => {
+            CliError::Usage(format!("endpoint {ep:?} must be unix:///absolute/path"))
+        }
+        ClientError::Unreachable { endpoint, detail } => CliError::Connect { endpoint, detail },
+        e @ ClientError::NotRuntimeV1 { .. } => CliError::Usage(e.to_string()),
+        ClientError::Rpc { method, status } => CliError::Rpc {
+            method,
+            code: status.code(),
+            message: status.message().to_string(),
+        },
+    }
+}
+
+/// Connects to the runtime at `endpoint` (`unix:///path` or a bare path),
+/// which must serve runtime.v1.
+pub async fn connect(endpoint: &str, timeout: Duration) -> Result<Clients, CliError> {
+    let c = berth_cri_client::Client::connect(endpoint, None, &options(timeout))
         .await
-        .map_err(|e| CliError::Connect {
-            endpoint: endpoint.to_string(),
-            detail: error_chain(&e),
-        })?;
-    const MAX: usize = 16 << 20;
+        .map_err(cli_error)?;
     Ok(Clients {
-        runtime: RuntimeServiceClient::new(channel.clone()).max_decoding_message_size(MAX),
-        image: ImageServiceClient::new(channel.clone()).max_decoding_message_size(MAX),
-        berth: ImagesClient::new(channel),
+        runtime: c.runtime,
+        image: c.image,
+        berth: ImagesClient::new(c.channel),
         endpoint: endpoint.to_string(),
     })
 }
 
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
+/// Points the image clients at a separate image endpoint.
+pub async fn use_image_endpoint(
+    c: &mut Clients,
+    endpoint: &str,
+    timeout: Duration,
+) -> Result<(), CliError> {
+    let channel = berth_cri_client::channel(endpoint, &options(timeout))
+        .await
+        .map_err(cli_error)?;
+    c.image = ImageServiceClient::new(channel.clone())
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    c.berth = ImagesClient::new(channel);
+    Ok(())
 }

@@ -160,9 +160,7 @@ pub enum Outcome {
 pub async fn run(global: &Global, cmd: Command) -> Result<Outcome, CliError> {
     let mut c = connect(&global.runtime_endpoint, global.timeout).await?;
     if let Some(ep) = &global.image_endpoint {
-        let ic = connect(ep, global.timeout).await?;
-        c.image = ic.image;
-        c.berth = ic.berth;
+        connect::use_image_endpoint(&mut c, ep, global.timeout).await?;
     }
     match cmd {
         Command::Version => runtime::version(&mut c, global).await,
