@@ -8,7 +8,12 @@
 # runtime. With --peer, the same against containerd 2.3.4 (started by
 # ../shared/critest-lab/start-containerd2.sh).
 #
-#   scripts/kubelet-e2e.sh [--peer] [--manifests DIR] [--wait SECONDS] [--keep]
+#   scripts/kubelet-e2e.sh [--peer] [--manifests DIR] [--wait SECONDS] [--keep] [--observability]
+#
+# --observability starts the kubelet with PodAndContainerStatsFromCRI and
+# EventedPLEG and reports, before the restart checks, the container events
+# it received, its evented PLEG connection counters (a fallback to
+# relisting is a failure) and the metric names of /metrics/cadvisor.
 #
 # Needs (not run by CI: the kubelet is built from a fetched snapshot):
 #   /var/tmp/kubelet-lab/bin/kubelet   ../shared/kubelet-lab/build-kubelet.sh
@@ -29,13 +34,15 @@ MANIFESTS=$ROOT/scripts/kubelet-manifests
 WAIT=120
 PEER=0
 KEEP=0
+OBSERVE=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --peer) PEER=1 ;;
     --manifests) MANIFESTS=$(cd "$2" && pwd); shift ;;
     --wait) WAIT=$2; shift ;;
     --keep) KEEP=1 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    --observability) OBSERVE=1 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -55,6 +62,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
+if [ "$OBSERVE" = 1 ]; then
+  export KUBELET_EXTRA_ARGS="${KUBELET_EXTRA_ARGS:-} --feature-gates=PodAndContainerStatsFromCRI=true,EventedPLEG=true --v=4"
+fi
 bash "$RUN_KUBELET" stop >/dev/null 2>&1 || true
 rm -f "$KDIR/kubelet.log"
 mkdir -p "$KDIR/manifests"
@@ -125,6 +135,19 @@ for p in sorted(s.get("pods", []), key=lambda p: p["podRef"]["name"]):
     ch = sorted({k for c in cs for k in ("cpu", "memory", "rootfs", "logs") if c.get(k)})
     print("%-24s pod: %s; containers (%d): %s" % (p["podRef"]["name"], ",".join(have) or "-", len(cs), ",".join(ch) or "-"))
 PY
+
+if [ "$OBSERVE" = 1 ]; then
+  echo "== evented PLEG (container events the kubelet received)"
+  grep -o '"Received Container [A-Za-z]* Event"' "$KDIR/kubelet.log" | sort | uniq -c || echo "none"
+  curl -s -m 10 http://127.0.0.1:10255/metrics | grep -E '^kubelet_evented_pleg_connection_(error|success)_count' || true
+  if grep -q "Fall back to Generic PLEG relisting" "$KDIR/kubelet.log"; then
+    echo "FALLBACK: the kubelet gave up on GetContainerEvents and relists"
+  else
+    echo "no fallback to relisting"
+  fi
+  echo "== /metrics/cadvisor (from the runtime): series per metric"
+  curl -s -m 10 http://127.0.0.1:10255/metrics/cadvisor | grep -E '^container_' | sed 's/{.*//' | sort | uniq -c | awk '{printf "%s=%s ", $2, $1} END {print ""}'
+fi
 
 # Restart counts per pod/container (the crasher's keep growing: left out).
 restarts() {

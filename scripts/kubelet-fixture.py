@@ -5,12 +5,18 @@ fixture that crates/berth/tests/kubelet_replay.rs replays:
 
     scripts/kubelet-fixture.py RECORDING > crates/berth/tests/fixtures/kubelet/NAME.jsonl
 
+Record from a fresh runtime (`rm -rf /var/tmp/berth-kubelet-e2e/berth` first):
+with the images already there the kubelet pulls nothing, and the replay
+cannot map the image ids it uses.
+
 Every call that changes state is kept, in the order the daemon answered
 them. Reads the kubelet repeats every second (its relists, status and
 stats polls, probes) are kept the first few times for each distinct
 request. Host paths of the lab (`/var/tmp/berth-kubelet-e2e/...`) become
 `$E2E/...`, replaced by a temporary directory at replay; responses keep only
-the ids that later requests refer to.
+the ids that later requests refer to. Each restart of the recorded daemon
+(a start after the first) becomes a `{"restartDaemon": true}` line: the
+replay kills its daemon with SIGKILL there and starts it again.
 """
 import json
 import sys
@@ -37,11 +43,17 @@ def placeholders(value):
 
 def main(path):
     seen = {}
+    starts = 0
     for line in open(path):
         try:
             call = json.loads(line)
         except json.JSONDecodeError:
             continue  # the last line of a daemon killed while writing it
+        if "daemonStarted" in call:
+            starts += 1
+            if starts > 1:
+                print(json.dumps({"restartDaemon": True}))
+            continue
         method = call["method"]
         request = call.get("request", {})
         if method not in CHANGES:

@@ -7,7 +7,11 @@
 //! responses returned are mapped to the ones this daemon returns, lab paths
 //! to a temporary directory, the lab registry's images to the test
 //! registry. Every call that succeeded for the kubelet must succeed again,
-//! and nothing is left afterwards. Re-record when the kubelet changes.
+//! and nothing is left afterwards. Where the recorded daemon was killed
+//! (`kill -9` under the running kubelet, a `restartDaemon` line), this
+//! daemon is killed too and started again, and every container that ran
+//! must still run, started at the same time. Re-record when the kubelet
+//! changes (from a fresh runtime root, so that the images are pulled).
 
 mod common;
 
@@ -53,6 +57,37 @@ async fn push_images(reg: &Registry) {
         .unwrap();
 }
 
+/// The running containers, with their start times.
+async fn running_containers(channel: &tonic::transport::Channel) -> Vec<(String, i64)> {
+    let mut rt =
+        berth_cri::runtime::v1::runtime_service_client::RuntimeServiceClient::new(channel.clone());
+    let mut out = Vec::new();
+    for c in rt
+        .list_containers(berth_cri::runtime::v1::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+    {
+        if c.state != berth_cri::runtime::v1::ContainerState::ContainerRunning as i32 {
+            continue;
+        }
+        let st = rt
+            .container_status(berth_cri::runtime::v1::ContainerStatusRequest {
+                container_id: c.id.clone(),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        out.push((c.id, st.started_at));
+    }
+    out.sort();
+    out
+}
+
 /// Removes the kubelet's pod cgroups (the parents the runtimes created
 /// for the containers) as the kubelet does after RemovePodSandbox: each
 /// must be removable, nothing of Berth's may keep it busy. The QoS levels
@@ -88,11 +123,12 @@ async fn replay(fixture: &str) {
     let config = format!(
         "[registry.\"docker.io\"]\n{mirror}[cni]\nconf_dir = \"{{dir}}/cni\"\nbin_dirs = [\"/usr/lib/cni\", \"/opt/cni/bin\"]\n"
     );
-    let d = Daemon::start(&config);
+    let mut d = Daemon::start(&config);
     let _net = TestNetwork::create(d.dir.path());
     let e2e = d.dir.path().join("e2e");
     let e2e = e2e.to_string_lossy().into_owned();
-    let channel = channel(&d.socket()).await;
+    let mut channel = channel(&d.socket()).await;
+    let mut restarts = 0;
 
     let text = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -106,6 +142,23 @@ async fn replay(fixture: &str) {
     let (mut replayed, mut timing_differs) = (0, Vec::new());
     for (n, line) in text.lines().enumerate() {
         let call: Value = serde_json::from_str(line).unwrap();
+        if call["restartDaemon"] == true {
+            // Where the recorded daemon was killed: the same here, and
+            // every container must outlive it, untouched.
+            let before = running_containers(&channel).await;
+            assert!(!before.is_empty(), "call {n}: nothing runs at the restart");
+            d.kill9();
+            d.spawn();
+            channel = common::channel(&d.socket()).await;
+            assert_eq!(
+                running_containers(&channel).await,
+                before,
+                "containers running before the daemon was killed\n{}",
+                d.log()
+            );
+            restarts += 1;
+            continue;
+        }
         let method = call["method"].as_str().unwrap();
         let mut request = call["request"].clone();
         replace_strings(&mut request, &ids, &e2e);
@@ -174,7 +227,8 @@ async fn replay(fixture: &str) {
         replayed += 1;
     }
     eprintln!(
-        "{fixture}: {replayed} calls replayed; timing-dependent differences: {timing_differs:?}"
+        "{fixture}: {replayed} calls replayed, {restarts} daemon restarts; \
+         timing-dependent differences: {timing_differs:?}"
     );
     assert!(replayed > 100, "a fixture of {replayed} calls");
 

@@ -1887,6 +1887,7 @@ async fn pod_metrics_follow_their_descriptors() {
             > 0
     );
     assert!(by_name.contains_key("container_start_time_seconds"));
+    assert!(by_name.contains_key("container_memory_total_inactive_file_bytes"));
     // No checkpoint here: the answer says why (CRIU missing or failing).
     let refused =
         e.rt.checkpoint_container(cri::CheckpointContainerRequest {

@@ -240,7 +240,20 @@ fn memory_details(s: &mut Samples, layout: Layout, path: &str) {
         "container_memory_mapped_file",
         get("total_mapped_file", "file_mapped"),
     );
+    s.opt(
+        "container_memory_total_active_file_bytes",
+        get("total_active_file", "active_file"),
+    );
+    s.opt(
+        "container_memory_total_inactive_file_bytes",
+        get("total_inactive_file", "inactive_file"),
+    );
     if v1 {
+        // Gone from v1 on newer kernels (no kmem accounting): then absent.
+        s.opt(
+            "container_memory_kernel_usage",
+            read_u64(&dir.join("memory.kmem.usage_in_bytes")),
+        );
         s.opt(
             "container_memory_max_usage_bytes",
             read_u64(&dir.join("memory.max_usage_in_bytes")),
@@ -256,6 +269,7 @@ fn memory_details(s: &mut Samples, layout: Layout, path: &str) {
             "container_memory_max_usage_bytes",
             read_u64(&dir.join("memory.peak")),
         );
+        s.opt("container_memory_kernel_usage", stat.get("kernel").copied());
         let events = keyed(&dir.join("memory.events"));
         s.opt(
             "container_oom_events_total",

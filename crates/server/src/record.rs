@@ -6,7 +6,8 @@
 //! default, and the file holds whatever the client sent.
 //!
 //! For CreateContainer, the kind of every mount's host path (`file`,
-//! `dir`) is recorded too, so that a replay can make the same paths.
+//! `dir`) is recorded too, so that a replay can make the same paths. Every
+//! start of the daemon writes a `{"daemonStarted": ...}` line first.
 
 use std::fs::File;
 use std::future::Future;
@@ -38,6 +39,11 @@ impl Recorder {
             .append(true)
             .open(path)?;
         tracing::warn!(path = %path.display(), "recording every CRI call (record_requests)");
+        // Each start of the daemon is marked: a replay restarts its daemon
+        // where the recorded one was restarted (killed, say).
+        let mut out = out;
+        let mark = serde_json::json!({ "daemonStarted": chrono::Utc::now().to_rfc3339() });
+        writeln!(out, "{mark}")?;
         Ok(Recorder {
             out: Mutex::new(out),
             seq: AtomicU64::new(0),
