@@ -190,7 +190,7 @@ async fn handle(mon: Shared, conn: UnixStream) {
             return;
         }
         Ok(Request::Watch) => {
-            watch(&mon, wr).await;
+            watch(&mon, rd, wr).await;
             return;
         }
         Ok(req) => {
@@ -1065,7 +1065,11 @@ fn persist(dir: &Path, changes: &broadcast::Sender<State>, state: &State) {
 /// change as it is recorded, until the caller goes, the monitor exits, or
 /// the caller falls [`WATCH_BACKLOG`] changes behind (then the connection
 /// is closed and the caller, who sees the end, watches again).
-async fn watch(mon: &Shared, mut wr: tokio::net::unix::OwnedWriteHalf) {
+async fn watch(
+    mon: &Shared,
+    mut rd: impl tokio::io::AsyncRead + Unpin,
+    mut wr: tokio::net::unix::OwnedWriteHalf,
+) {
     let (mut changes, states) = {
         let m = mon.borrow();
         // Subscribed first: a change recorded between the two is sent
@@ -1086,12 +1090,16 @@ async fn watch(mon: &Shared, mut wr: tokio::net::unix::OwnedWriteHalf) {
     {
         return;
     }
+    // The caller sends nothing more: its end (EOF, an error, or anything
+    // at all) ends the watch at once, not at the next change.
+    let mut gone = [0u8; 1];
     loop {
-        // Ends with the monitor's process (the connection closes then).
-        let Ok(state) = changes.recv().await else {
-            // Lagged.
-            return;
+        let next = tokio::select! {
+            next = changes.recv() => next,
+            _ = rd.read(&mut gone) => return,
         };
+        // The sender lives as long as the monitor; an error is lagging.
+        let Ok(state) = next else { return };
         if wr.write_all(&line(&Reply::State(state))).await.is_err() {
             return;
         }
