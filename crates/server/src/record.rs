@@ -239,3 +239,47 @@ impl Drop for Tap {
         self.finish(None);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One framed gRPC message.
+    fn framed(msg: &impl prost::Message) -> Vec<u8> {
+        let body = msg.encode_to_vec();
+        let mut out = vec![0u8];
+        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    #[test]
+    fn each_start_is_marked_and_calls_follow_as_json_lines() {
+        use berth_cri::runtime::v1 as cri;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("calls.jsonl");
+        for _ in 0..2 {
+            let r = Recorder::create(&path).unwrap();
+            let req = framed(&cri::ContainerStatusRequest {
+                container_id: "abc".into(),
+                verbose: false,
+            });
+            r.write("ContainerStatus", &req, &[], 5);
+        }
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 4);
+        for start in [&lines[0], &lines[2]] {
+            assert!(start["daemonStarted"].is_string(), "{start}");
+        }
+        for call in [&lines[1], &lines[3]] {
+            assert_eq!(call["method"], "ContainerStatus");
+            assert_eq!(call["code"], 5);
+            assert_eq!(call["request"]["containerId"], "abc");
+            assert!(call.get("response").is_none());
+        }
+    }
+}
