@@ -140,21 +140,12 @@ async fn exec(r: &mut Runtime, cmd: &[&str]) -> usize {
 
 #[tokio::main]
 async fn main() {
-    let mut args = std::env::args().skip(1);
-    let mut image = "busybox:latest".to_string();
+    let (image, endpoints) =
+        common::runtimes_from_args("bench-exec [--image IMAGE] NAME=unix:///sock ...");
     let mut runtimes = Vec::new();
-    while let Some(a) = args.next() {
-        if a == "--image" {
-            image = args.next().expect("--image IMAGE");
-            continue;
-        }
-        let (name, endpoint) = a.split_once('=').expect("NAME=unix:///socket");
+    for (name, endpoint) in &endpoints {
         runtimes.push(setup(name, endpoint, &image).await);
     }
-    assert!(
-        !runtimes.is_empty(),
-        "usage: bench-exec [--image IMAGE] NAME=unix:///sock ..."
-    );
     let size = BYTES.to_string();
     for _ in 0..ROUNDS {
         for r in &mut runtimes {

@@ -96,21 +96,12 @@ fn ms(d: Duration) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let mut args = std::env::args().skip(1);
-    let mut image = "busybox:latest".to_string();
+    let (image, endpoints) =
+        common::runtimes_from_args("bench-stats [--image IMAGE] NAME=unix:///sock ...");
     let mut runtimes = Vec::new();
-    while let Some(a) = args.next() {
-        if a == "--image" {
-            image = args.next().expect("--image IMAGE");
-            continue;
-        }
-        let (name, endpoint) = a.split_once('=').expect("NAME=unix:///socket");
+    for (name, endpoint) in &endpoints {
         runtimes.push(setup(name, endpoint, &image).await);
     }
-    assert!(
-        !runtimes.is_empty(),
-        "usage: bench-stats [--image IMAGE] NAME=unix:///sock ..."
-    );
     // A first call each: CPU rates need a previous sample.
     for r in &mut runtimes {
         let _ =

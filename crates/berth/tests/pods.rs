@@ -1903,80 +1903,75 @@ async fn pod_metrics_follow_their_descriptors() {
     assert_no_leaks(&e, &[pod, c]);
 }
 
+/// Every message of a server stream, each turned into items by `items`.
+async fn drain<M>(
+    call: impl std::future::Future<Output = Result<tonic::Response<tonic::Streaming<M>>, tonic::Status>>,
+    items: impl Fn(M) -> Vec<String>,
+) -> Vec<String> {
+    let mut s = call.await.unwrap().into_inner();
+    let mut out = Vec::new();
+    while let Some(m) = s.message().await.unwrap() {
+        out.extend(items(m));
+    }
+    out
+}
+
 /// The streaming lists answer what the unary lists answer.
 #[tokio::test(flavor = "multi_thread")]
 async fn streaming_lists_match_the_lists() {
     let mut e = env().await;
     let (pod, c) = running_pod(&mut e, "streamlists").await;
-    let mut pods = Vec::new();
-    let mut s =
-        e.rt.stream_pod_sandboxes(cri::StreamPodSandboxesRequest { filter: None })
-            .await
-            .unwrap()
-            .into_inner();
-    while let Some(m) = s.message().await.unwrap() {
-        pods.extend(m.pod_sandboxes.into_iter().map(|p| p.id));
-    }
+    let pods = drain(
+        e.rt.stream_pod_sandboxes(cri::StreamPodSandboxesRequest { filter: None }),
+        |m| m.pod_sandboxes.into_iter().map(|p| p.id).collect(),
+    )
+    .await;
     assert_eq!(pods, vec![pod.clone()]);
-    let mut containers = Vec::new();
-    let mut s =
-        e.rt.stream_containers(cri::StreamContainersRequest { filter: None })
-            .await
-            .unwrap()
-            .into_inner();
-    while let Some(m) = s.message().await.unwrap() {
-        containers.extend(m.containers.into_iter().map(|c| c.id));
-    }
+    let containers = drain(
+        e.rt.stream_containers(cri::StreamContainersRequest { filter: None }),
+        |m| m.containers.into_iter().map(|c| c.id).collect(),
+    )
+    .await;
     assert_eq!(containers, vec![c.clone()]);
-    let mut stats = Vec::new();
-    let mut s =
-        e.rt.stream_container_stats(cri::StreamContainerStatsRequest { filter: None })
-            .await
-            .unwrap()
-            .into_inner();
-    while let Some(m) = s.message().await.unwrap() {
-        stats.extend(
+    let stats = drain(
+        e.rt.stream_container_stats(cri::StreamContainerStatsRequest { filter: None }),
+        |m| {
             m.container_stats
                 .into_iter()
-                .map(|s| s.attributes.unwrap().id),
-        );
-    }
+                .map(|s| s.attributes.unwrap().id)
+                .collect()
+        },
+    )
+    .await;
     assert_eq!(stats, vec![c.clone()]);
-    let mut pod_stats = Vec::new();
-    let mut s =
-        e.rt.stream_pod_sandbox_stats(cri::StreamPodSandboxStatsRequest { filter: None })
-            .await
-            .unwrap()
-            .into_inner();
-    while let Some(m) = s.message().await.unwrap() {
-        pod_stats.extend(
+    let pod_stats = drain(
+        e.rt.stream_pod_sandbox_stats(cri::StreamPodSandboxStatsRequest { filter: None }),
+        |m| {
             m.pod_sandbox_stats
                 .into_iter()
-                .map(|s| s.attributes.unwrap().id),
-        );
-    }
+                .map(|s| s.attributes.unwrap().id)
+                .collect()
+        },
+    )
+    .await;
     assert_eq!(pod_stats, vec![pod.clone()]);
-    let mut s =
-        e.rt.stream_pod_sandbox_metrics(cri::StreamPodSandboxMetricsRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-    let mut metric_pods = Vec::new();
-    while let Some(m) = s.message().await.unwrap() {
-        metric_pods.extend(m.pod_sandbox_metrics.into_iter().map(|p| p.pod_sandbox_id));
-    }
+    let metric_pods = drain(
+        e.rt.stream_pod_sandbox_metrics(cri::StreamPodSandboxMetricsRequest {}),
+        |m| {
+            m.pod_sandbox_metrics
+                .into_iter()
+                .map(|p| p.pod_sandbox_id)
+                .collect()
+        },
+    )
+    .await;
     assert_eq!(metric_pods, vec![pod.clone()]);
-    let mut images = Vec::new();
-    let mut s =
-        e.d.images()
-            .await
-            .stream_images(cri::StreamImagesRequest { filter: None })
-            .await
-            .unwrap()
-            .into_inner();
-    while let Some(m) = s.message().await.unwrap() {
-        images.extend(m.images.into_iter().flat_map(|i| i.repo_tags));
-    }
+    let mut images_client = e.d.images().await;
+    let images = drain(
+        images_client.stream_images(cri::StreamImagesRequest { filter: None }),
+        |m| m.images.into_iter().flat_map(|i| i.repo_tags).collect(),
+    )
+    .await;
     assert_eq!(images, vec![e.image.clone()]);
     // PodSandboxStatus carries its containers' statuses, as CRI-O's does.
     let full = pod_status_response(&mut e, &pod, false).await;

@@ -82,7 +82,7 @@ impl Runtime {
     /// Tells subscribers that `kind` happened to `container_id` (a
     /// container of pod `pod_id`, or the pod itself).
     pub(crate) fn emit(&self, container_id: &str, pod_id: &str, kind: EventKind) {
-        if self.inner.events.tx.receiver_count() == 0 {
+        if !self.has_subscribers() {
             return;
         }
         let (pod, records) = {
@@ -115,31 +115,36 @@ impl Runtime {
             monitor,
             self.pod_dir(pod_id),
         ));
-        let old = self
-            .inner
-            .events
-            .watchers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(pod_id.to_string(), task.abort_handle());
-        if let Some(old) = old {
-            old.abort();
-        }
+        self.set_watcher(pod_id, Some(task.abort_handle()));
     }
 
     /// Stops watching a pod that is being stopped: from here on its RPC
     /// tells what happens to it.
     pub(crate) fn unwatch_pod(&self, pod_id: &str) {
-        let old = self
+        self.set_watcher(pod_id, None);
+    }
+
+    /// Puts `watcher` in the pod's place, stopping the one there was.
+    fn set_watcher(&self, pod_id: &str, watcher: Option<tokio::task::AbortHandle>) {
+        let mut watchers = self
             .inner
             .events
             .watchers
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(pod_id);
+            .unwrap_or_else(|p| p.into_inner());
+        let old = match watcher {
+            Some(w) => watchers.insert(pod_id.to_string(), w),
+            None => watchers.remove(pod_id),
+        };
         if let Some(old) = old {
             old.abort();
         }
+    }
+
+    /// Whether anyone listens: events and what they carry are only made
+    /// for someone.
+    pub(crate) fn has_subscribers(&self) -> bool {
+        self.inner.events.tx.receiver_count() > 0
     }
 
     /// The status of each container of a pod, for [`Runtime::emit_exits`].
@@ -163,6 +168,9 @@ impl Runtime {
     /// STOPPED for every container that had not exited in `before` and
     /// has now.
     pub(crate) fn emit_exits(&self, pod_id: &str, before: &[(String, Status)]) {
+        if before.is_empty() || !self.has_subscribers() {
+            return;
+        }
         let now: HashMap<String, Status> = self.statuses_of(pod_id).into_iter().collect();
         for (id, was) in before {
             if *was != Status::Exited && now.get(id) == Some(&Status::Exited) {

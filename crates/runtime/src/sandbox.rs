@@ -429,7 +429,12 @@ impl Runtime {
     async fn release_pod(&self, rec: &mut SandboxRecord) -> Result<()> {
         // From here on, what happens to the pod's containers is told here.
         self.unwatch_pod(&rec.id);
-        let before = self.statuses_of(&rec.id);
+        // Every container's state file, read only when someone listens.
+        let before = if self.has_subscribers() {
+            self.statuses_of(&rec.id)
+        } else {
+            Vec::new()
+        };
         let released = self.release_pod_now(rec).await;
         self.emit_exits(&rec.id, &before);
         released

@@ -32,6 +32,25 @@ pub async fn connect_and_pull(
     (c.runtime, spec)
 }
 
+/// `[--image IMAGE] NAME=unix:///sock ...`: the image (busybox by
+/// default) and each runtime's name and endpoint; panics with `usage`
+/// when no runtime is given.
+pub fn runtimes_from_args(usage: &str) -> (String, Vec<(String, String)>) {
+    let mut args = std::env::args().skip(1);
+    let mut image = "busybox:latest".to_string();
+    let mut runtimes = Vec::new();
+    while let Some(a) = args.next() {
+        if a == "--image" {
+            image = args.next().expect("--image IMAGE");
+            continue;
+        }
+        let (name, endpoint) = a.split_once('=').expect("NAME=unix:///socket");
+        runtimes.push((name.to_string(), endpoint.to_string()));
+    }
+    assert!(!runtimes.is_empty(), "usage: {usage}");
+    (image, runtimes)
+}
+
 /// The middle value.
 pub fn median<T: Copy + PartialOrd>(v: &[T]) -> T {
     quantile(v, 0.5)
