@@ -1,6 +1,6 @@
 //! The CRI RuntimeService: each RPC is a thin wrapper over
-//! [`berth_runtime::Runtime`], run inside [`call`]. RPCs not listed here
-//! answer UNIMPLEMENTED through the generated default methods.
+//! [`berth_runtime::Runtime`], run inside [`call`]. Every RPC of cri-api
+//! v0.36 is here; the lists and their streaming forms are in `lists.rs`.
 
 mod events;
 mod lists;
