@@ -30,6 +30,9 @@ enum Command {
         /// The pod's state directory.
         pod_dir: PathBuf,
     },
+    /// Run the Pod manifests of a directory against a CRI runtime, as a
+    /// kubelet runs static pods (`berth node status`: what it runs).
+    Node(berth_node::cli::NodeArgs),
     #[command(flatten)]
     Client(berth_cli::Command),
 }
@@ -88,6 +91,31 @@ fn daemon(a: DaemonArgs) -> ExitCode {
     }
 }
 
+fn node(a: berth_node::cli::NodeArgs, global: &berth_cli::Global) -> ExitCode {
+    if a.command.is_none() {
+        berth_server::daemon::init_logging("info", berth_config::LogFormat::Text);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&e),
+    };
+    let run = berth_node::cli::run(
+        a,
+        &global.runtime_endpoint,
+        global.image_endpoint.as_deref(),
+    );
+    match rt.block_on(run) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth node: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn fail(e: &dyn std::fmt::Display) -> ExitCode {
     eprintln!("berth: {e}");
     ExitCode::FAILURE
@@ -121,6 +149,7 @@ fn commands() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Daemon(a) => daemon(a),
+        Command::Node(a) => node(a, &cli.global),
         // Before any runtime exists: the monitor must stay single-threaded.
         Command::Monitor { pod_dir } => berth_monitor::run(&pod_dir),
         Command::Client(cmd) => {
