@@ -69,7 +69,9 @@ metadata: {name: good}
 spec:
   terminationGracePeriodSeconds: 1
   containers:
-  - {name: c, image: docker.io/library/busybox:1.36.1, command: [sleep, "600"]}
+  - name: c
+    image: docker.io/library/busybox:1.36.1
+    command: [sh, -c, "trap 'exit 0' TERM; while true; do echo 0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz; usleep 2000; done"]
 ---
 apiVersion: v1
 kind: Pod
@@ -102,6 +104,9 @@ impl NodeProcess {
             .args(["--hostname-override", "testnode"])
             .args(["--address", address])
             .args(["--max-container-restart-period", "2"])
+            .args(["--container-log-max-size", "8192"])
+            .args(["--container-log-max-files", "3"])
+            .args(["--container-log-monitor-interval", "1"])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -283,6 +288,49 @@ async fn node_runs_manifests_as_a_kubelet() {
                 == Some("default")
     });
     assert!(labels_ok, "the sandbox carries the kubelet's labels");
+    let uid = p["metadata"]["uid"].as_str().unwrap();
+    let made = ["memory", "unified", ""].iter().any(|h| {
+        Path::new("/sys/fs/cgroup")
+            .join(h)
+            .join(format!("kubepods/besteffort/pod{uid}"))
+            .is_dir()
+    });
+    assert!(made, "the pod's cgroup exists");
+
+    // The chatty container's log is rotated: at most 3 files, the older
+    // rotated ones compressed, the live one still written.
+    let logs = d.dir.path().join("pod-logs");
+    let log_dir = std::fs::read_dir(&logs)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains("_good-testnode_"))
+        .expect("the good pod's log directory")
+        .join("c");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let names = loop {
+        let mut names: Vec<String> = std::fs::read_dir(&log_dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        if names.iter().any(|n| n.ends_with(".gz")) || Instant::now() > deadline {
+            break names;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(names.iter().any(|n| n.ends_with(".gz")), "{names:?}");
+    assert!(
+        names.len() <= 3 && names.contains(&"0.log".to_string()),
+        "{names:?}"
+    );
+    let live = std::fs::read_to_string(log_dir.join("0.log")).unwrap_or_default();
+    let grows = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(log_dir.join("0.log")).unwrap_or_default() == live {
+        assert!(Instant::now() < grows, "the reopened log is not written");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // The crash loops with back-off; the liveness failure restarts its
     // container.
@@ -386,6 +434,15 @@ async fn node_runs_manifests_as_a_kubelet() {
     );
     assert!(sandboxes(&d).await.is_empty());
     assert!(containers(&d).await.is_empty());
+    // The pods' cgroups, which the node made, are gone from every
+    // hierarchy.
+    let old_uid = old_uid.as_str().unwrap();
+    for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        for uid in [old_uid, new_uid.as_str()] {
+            let dir = h.path().join(format!("kubepods/besteffort/pod{uid}"));
+            assert!(!dir.exists(), "{} is left", dir.display());
+        }
+    }
     let pods_dir = d.dir.path().join("node/pods");
     let left: Vec<_> = std::fs::read_dir(&pods_dir)
         .map(|rd| rd.flatten().map(|e| e.file_name()).collect())

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
+use berth_cri::runtime::v1 as cri;
 use berth_cri_client::{Client, Options as ClientOptions};
 use berth_criconfig::{NodeSettings, ObjectSource, PodVolumes};
 use berth_manifest::{ConfigMap, ManifestError, Objects, Secret};
@@ -61,6 +62,7 @@ pub struct NodeOptions {
     pub resync: Duration,
     pub crash_backoff: BackoffPolicy,
     pub gc: GcPolicy,
+    pub logs: crate::logs::RotationPolicy,
 }
 
 impl NodeOptions {
@@ -78,6 +80,7 @@ impl NodeOptions {
             resync: Duration::from_secs(60),
             crash_backoff: BackoffPolicy::CRASH_LOOP,
             gc: GcPolicy::default(),
+            logs: crate::logs::RotationPolicy::default(),
         }
     }
 }
@@ -192,6 +195,10 @@ impl Node {
         tasks.push(tokio::spawn(crate::gc::run(
             shared.clone(),
             options.gc.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::logs::run(
+            shared.manager.client.clone(),
+            options.logs.clone(),
         )));
         Ok(Node {
             shared,
@@ -386,10 +393,65 @@ fn apply(shared: &Arc<Shared>, objects: Objects) {
     }
 }
 
+/// Follows GetContainerEvents while the runtime offers it, waking the pod
+/// of each event at once; `healthy` says whether the stream is up (then
+/// the relist can be rarer, as the kubelet's evented PLEG makes it).
+async fn follow_events(shared: Arc<Shared>, healthy: watch::Sender<bool>) {
+    let client = &shared.manager.client;
+    loop {
+        let req = cri::GetEventsRequest {};
+        let stream = client.runtime.clone().get_container_events(req).await;
+        let mut stream = match stream {
+            Ok(s) => s.into_inner(),
+            Err(s) if s.code() == tonic::Code::Unimplemented => {
+                tracing::info!(
+                    "the runtime has no container events: relisting every {:?}",
+                    shared.options.relist
+                );
+                return;
+            }
+            Err(s) => {
+                tracing::debug!("container events: {}", s.message());
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        healthy.send_replace(true);
+        loop {
+            match stream.message().await {
+                Ok(Some(ev)) => {
+                    let uid = ev
+                        .pod_sandbox_status
+                        .as_ref()
+                        .and_then(|s| s.metadata.as_ref())
+                        .map(|m| m.uid.clone())
+                        .unwrap_or_default();
+                    let pods = shared.pods.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(e) = pods.get(&uid) {
+                        e.wake.notify_one();
+                    }
+                }
+                Ok(None) => break,
+                Err(s) => {
+                    tracing::debug!("container events ended: {}", s.message());
+                    break;
+                }
+            }
+        }
+        // Events may have been lost: relist now and often until the
+        // stream is back.
+        healthy.send_replace(false);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn relist_loop(shared: Arc<Shared>) {
     let mut last: BTreeMap<String, PodSnapshot> = BTreeMap::new();
     let mut ending: std::collections::BTreeSet<String> = Default::default();
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let (healthy_tx, mut healthy) = watch::channel(false);
+    let events = tokio::spawn(follow_events(shared.clone(), healthy_tx));
+    let _stop_events = AbortOnDrop(events.abort_handle());
     loop {
         while let Ok(uid) = done_rx.try_recv() {
             ending.remove(&uid);
@@ -433,7 +495,28 @@ async fn relist_loop(shared: Arc<Shared>) {
             }
             Err(e) => tracing::warn!("relist: {e}"),
         }
-        tokio::time::sleep(shared.options.relist).await;
+        // With events flowing, a relist every ten periods catches what
+        // they cannot say (a pod removed behind the node's back); a stream
+        // that breaks brings the next relist at once.
+        let period = if *healthy.borrow() {
+            shared.options.relist * 10
+        } else {
+            shared.options.relist
+        };
+        let was_healthy = *healthy.borrow_and_update();
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = healthy.wait_for(|h| *h != was_healthy) => {}
+        }
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -698,6 +781,7 @@ async fn pod_worker(
         }
         break;
     }
+    manager.remove_pod_cgroup(&pod).await;
     let node = shared.options.node.clone();
     let u = uid.clone();
     match tokio::task::spawn_blocking(move || berth_criconfig::remove_volumes(&u, &node)).await {

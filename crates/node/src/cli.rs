@@ -62,6 +62,15 @@ pub struct NodeArgs {
     /// 10 s or this, whichever is shorter).
     #[arg(long, default_value_t = 300)]
     pub max_container_restart_period: u64,
+    /// A container's log is rotated when it reaches this many bytes.
+    #[arg(long, default_value_t = 10 << 20)]
+    pub container_log_max_size: u64,
+    /// Log files kept per container, the live one included.
+    #[arg(long, default_value_t = 5)]
+    pub container_log_max_files: usize,
+    /// How often log sizes are checked, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub container_log_monitor_interval: u64,
     /// How often every pod is synced even when nothing changed, in seconds.
     #[arg(long, default_value_t = 60)]
     pub sync_frequency: u64,
@@ -130,6 +139,9 @@ pub async fn run(
     options.image_endpoint = image_endpoint.map(str::to_string);
     options.http = Some(args.address);
     options.resync = Duration::from_secs(args.sync_frequency.max(1));
+    options.logs.max_size = args.container_log_max_size;
+    options.logs.max_files = args.container_log_max_files.max(2);
+    options.logs.interval = Duration::from_secs(args.container_log_monitor_interval.max(1));
     let max = Duration::from_secs(args.max_container_restart_period.max(1));
     options.crash_backoff = crate::backoff::BackoffPolicy {
         initial: options.crash_backoff.initial.min(max),

@@ -7,7 +7,8 @@
 //! - [`manager`]: SyncPod, KillPod, container start and kill, hooks;
 //! - [`backoff`]: the crash-loop and image pull back-offs;
 //! - [`images`]: pull policies, pull back-off, credentials;
-//! - [`gc`]: containers, sandboxes and images;
+//! - [`gc`]: containers, sandboxes and images; [`logs`]: log rotation;
+//! - [`podcgroup`]: the pod's cgroup, created with its limits and removed;
 //! - [`apistatus`]: the pod's API status (phase, conditions);
 //! - [`agent`]: `berth node` itself; [`http`]: its status endpoint.
 
@@ -21,7 +22,9 @@ pub mod events;
 pub mod gc;
 pub mod http;
 pub mod images;
+pub mod logs;
 pub mod manager;
+pub mod podcgroup;
 pub mod status;
 
 pub use agent::{Node, NodeError, NodeOptions, PodReport};

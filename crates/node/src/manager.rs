@@ -342,10 +342,19 @@ impl Manager {
     ) -> Result<(String, Vec<String>), String> {
         let config = self.sandbox_config(pod, attempt, status)?;
         let log_dir = std::path::PathBuf::from(&config.log_directory);
-        tokio::task::spawn_blocking(move || std::fs::create_dir_all(&log_dir))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("cannot create the pod's log directory: {e}"))?;
+        let linux = config.linux.clone().unwrap_or_default();
+        let pids = self.node.pod_pids_limit;
+        tokio::task::spawn_blocking(move || -> Result<(), String> {
+            std::fs::create_dir_all(&log_dir)
+                .map_err(|e| format!("cannot create the pod's log directory: {e}"))?;
+            if !linux.cgroup_parent.is_empty() {
+                crate::podcgroup::ensure(&linux.cgroup_parent, linux.resources.as_ref(), pids)
+                    .map_err(|e| format!("cannot create the pod's cgroup: {e}"))?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.to_string())??;
         let c = &self.client;
         let handler = self.node.runtime_handler.clone();
         let id = c
@@ -800,6 +809,17 @@ impl Manager {
     /// Removes one sandbox.
     pub async fn remove_sandbox(&self, id: &str) -> Result<(), String> {
         calls::remove_sandbox(&self.client, id).await
+    }
+
+    /// Removes the pod's cgroup (after its sandboxes are gone).
+    pub async fn remove_pod_cgroup(&self, pod: &Pod) {
+        let parent = berth_criconfig::pod_cgroup_parent(pod, &self.node);
+        let failed = tokio::task::spawn_blocking(move || crate::podcgroup::remove(&parent))
+            .await
+            .unwrap_or_default();
+        for f in failed {
+            tracing::warn!("the pod's cgroup stays: {f}");
+        }
     }
 
     /// Removes every container and sandbox of a pod that was killed.
