@@ -450,3 +450,170 @@ async fn node_runs_manifests_as_a_kubelet() {
     assert!(left.is_empty(), "pod directories left: {left:?}");
     node.stop();
 }
+
+const OBJECTS: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings}
+data: {greeting: hello, mode: fast}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: creds}
+stringData: {password: s3cret}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: wired, labels: {app: wired}}
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - {name: cfg, configMap: {name: settings}}
+  - {name: sec, secret: {secretName: creds}}
+  - {name: info, downwardAPI: {items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]}}
+  - {name: mem, emptyDir: {medium: Memory}}
+  containers:
+  - name: c
+    image: docker.io/library/busybox:1.36.1
+    command: [sh, -c, "trap 'exit 0' TERM; while true; do sleep 1; done"]
+    env:
+    - {name: GREETING, valueFrom: {configMapKeyRef: {name: settings, key: greeting}}}
+    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: MESSAGE, value: "$(GREETING) from $(POD_NAME)"}
+    envFrom: [{secretRef: {name: creds}}]
+    volumeMounts:
+    - {name: cfg, mountPath: /etc/cfg}
+    - {name: sec, mountPath: /etc/sec}
+    - {name: info, mountPath: /etc/info}
+    - {name: mem, mountPath: /scratch}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: never}
+spec:
+  containers:
+  - {name: c, image: docker.io/library/absent:1, imagePullPolicy: Never}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: unpullable}
+spec:
+  containers:
+  - {name: c, image: docker.io/library/absent:2}
+"#;
+
+async fn exec(d: &Daemon, id: &str, cmd: &[&str]) -> String {
+    let mut rt = d.runtime().await;
+    let r = rt
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: id.to_string(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        r.exit_code,
+        0,
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    String::from_utf8_lossy(&r.stdout).into_owned()
+}
+
+fn waiting_reason(s: &Value, pod_name: &str) -> String {
+    pod(s, pod_name)
+        .and_then(|p| container(p, "c"))
+        .and_then(|c| c["state"]["waiting"]["reason"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_wires_volumes_env_and_reports_image_errors() {
+    let reg = Registry::start();
+    fixtures::busybox()
+        .push(&reg, "library/busybox:1.36.1", ManifestFormat::DockerV2)
+        .await
+        .unwrap();
+    let config = format!(
+        "[registry.\"docker.io\"]\nmirrors = [\"http://{}\"]\nupstream = false\n[cni]\nconf_dir = \"{{dir}}/cni\"\nbin_dirs = [\"/usr/lib/cni\", \"/opt/cni/bin\"]\n",
+        reg.host()
+    );
+    let d = Daemon::start(&config);
+    let _net = TestNetwork::create(d.dir.path());
+    let manifests = d.dir.path().join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    std::fs::write(manifests.join("wired.yaml"), OBJECTS).unwrap();
+    let address = free_address();
+    let mut node = NodeProcess::start(&d, &manifests, &address);
+
+    let s = wait_for(
+        &node,
+        &d,
+        "wired running, image errors reported",
+        Duration::from_secs(60),
+        |s| {
+            let running = pod(s, "wired")
+                .and_then(|p| container(p, "c"))
+                .is_some_and(|c| c["state"]["running"].is_object());
+            let never = waiting_reason(s, "never") == "ErrImageNeverPull";
+            let unpullable = ["ErrImagePull", "ImagePullBackOff"]
+                .contains(&waiting_reason(s, "unpullable").as_str());
+            running && never && unpullable
+        },
+    )
+    .await;
+    assert_eq!(pod(&s, "never").unwrap()["status"]["phase"], "Pending");
+    let id = container(pod(&s, "wired").unwrap(), "c").unwrap()["containerID"]
+        .as_str()
+        .unwrap()
+        .split("://")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    assert_eq!(exec(&d, &id, &["cat", "/etc/cfg/greeting"]).await, "hello");
+    assert_eq!(exec(&d, &id, &["cat", "/etc/sec/password"]).await, "s3cret");
+    assert_eq!(
+        exec(&d, &id, &["cat", "/etc/info/labels"]).await,
+        "app=\"wired\""
+    );
+    let env = exec(&d, &id, &["env"]).await;
+    assert!(env.contains("MESSAGE=hello from wired-testnode\n"), "{env}");
+    assert!(env.contains("password=s3cret\n"), "{env}");
+    let mounts = exec(&d, &id, &["cat", "/proc/mounts"]).await;
+    assert!(
+        mounts
+            .lines()
+            .any(|l| l.contains(" /scratch ") && l.starts_with("tmpfs")),
+        "{mounts}"
+    );
+    // The unpullable image backs off: the next attempt waits.
+    wait_for(
+        &node,
+        &d,
+        "the pull backs off",
+        Duration::from_secs(30),
+        |s| waiting_reason(s, "unpullable") == "ImagePullBackOff",
+    )
+    .await;
+
+    std::fs::remove_file(manifests.join("wired.yaml")).unwrap();
+    wait_for(&node, &d, "the pods gone", Duration::from_secs(60), |s| {
+        s["pods"].as_array().is_some_and(|p| p.is_empty())
+    })
+    .await;
+    assert!(sandboxes(&d).await.is_empty());
+    let pods_dir = d.dir.path().join("node/pods");
+    let left: Vec<_> = std::fs::read_dir(&pods_dir)
+        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "pod directories left: {left:?}");
+    let tmpfs_left = std::fs::read_to_string("/proc/mounts")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&*pods_dir.to_string_lossy()))
+        .count();
+    assert_eq!(tmpfs_left, 0, "volume mounts left");
+    node.stop();
+}
