@@ -731,9 +731,14 @@ async fn pod_worker(
         for e in &outcome.errors {
             tracing::debug!(%uid, "sync: {e}");
         }
-        let after = status::pod_status(&manager.client, &uid)
-            .await
-            .unwrap_or(status);
+        // Read again only when the sync changed something.
+        let after = if outcome.acted {
+            status::pod_status(&manager.client, &uid)
+                .await
+                .unwrap_or(status)
+        } else {
+            status
+        };
         update_probes(&shared, &pod, &after, &mut probes, &wake);
         report(&shared, &uid, &source, &pod, &after, &probes, false);
         let mut next = tokio::time::Instant::now() + shared.options.resync;

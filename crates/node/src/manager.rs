@@ -36,6 +36,9 @@ pub struct SyncOutcome {
     pub errors: Vec<String>,
     /// When a back-off ends and the pod should be synced again.
     pub retry_at: Option<SystemTime>,
+    /// Whether the sync had anything to do (the runtime's state of the
+    /// pod may have changed).
+    pub acted: bool,
 }
 
 /// The runtime manager of a node.
@@ -220,7 +223,14 @@ impl Manager {
         volumes: &PodVolumes,
         objects: &(dyn ObjectSource + Sync),
     ) -> SyncOutcome {
-        let mut out = SyncOutcome::default();
+        let mut out = SyncOutcome {
+            acted: actions.kill_pod
+                || actions.create_sandbox
+                || !actions.containers_to_kill.is_empty()
+                || !actions.init_containers_to_start.is_empty()
+                || !actions.containers_to_start.is_empty(),
+            ..Default::default()
+        };
         let pref = PodRef::of(pod);
         if actions.create_sandbox && actions.sandbox_id.is_some() {
             self.events.record(
