@@ -112,6 +112,15 @@ fn hostname() -> String {
         .to_lowercase()
 }
 
+/// The address the host would send from on its default route (what the
+/// kubelet takes as the node IP without `--node-ip`); no packet is sent.
+fn default_route_ip() -> Option<std::net::IpAddr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.1:9").ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
+}
+
 /// Runs `berth node` (until SIGINT or SIGTERM) or one of its subcommands,
 /// against the CRI runtime at `runtime_endpoint` (the global
 /// `--runtime-endpoint`) and `image_endpoint`.
@@ -134,7 +143,11 @@ pub async fn run(
     node.pod_logs_dir = args.pod_logs_dir.clone();
     node.cluster_dns = args.cluster_dns.clone();
     node.cluster_domain = args.cluster_domain.clone();
-    node.node_ips = args.node_ips.clone();
+    node.node_ips = if args.node_ips.is_empty() {
+        default_route_ip().into_iter().collect()
+    } else {
+        args.node_ips.clone()
+    };
     let mut options = NodeOptions::new(manifests, runtime_endpoint.to_string(), node);
     options.image_endpoint = image_endpoint.map(str::to_string);
     options.http = Some(args.address);
