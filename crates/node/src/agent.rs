@@ -44,6 +44,10 @@ pub enum NodeError {
     NoManifests(PathBuf),
 }
 
+/// How long after a failed sync the pod is synced again (the kubelet's
+/// pod worker back-off period).
+const SYNC_ERROR_RETRY: Duration = Duration::from_secs(10);
+
 /// Everything `berth node` is told.
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
@@ -56,7 +60,8 @@ pub struct NodeOptions {
     pub http: Option<SocketAddr>,
     /// How often the runtime is relisted (the kubelet: 1 s).
     pub relist: Duration,
-    /// How often the manifest directory is read.
+    /// How often the manifest directory is read besides its inotify
+    /// events (the kubelet: 20 s).
     pub manifest_poll: Duration,
     /// How often every pod is synced even when nothing changed.
     pub resync: Duration,
@@ -76,7 +81,7 @@ impl NodeOptions {
             pulls: PullSettings::default(),
             http: None,
             relist: Duration::from_secs(1),
-            manifest_poll: Duration::from_secs(1),
+            manifest_poll: Duration::from_secs(20),
             resync: Duration::from_secs(60),
             crash_backoff: BackoffPolicy::CRASH_LOOP,
             gc: GcPolicy::default(),
@@ -112,6 +117,10 @@ pub struct PodReport {
     pub source: PathBuf,
     /// The pod with its status.
     pub pod: Pod,
+    /// Its manifest is gone and it is being killed (`/pods` leaves it
+    /// out, as the kubelet's does).
+    #[serde(default)]
+    pub terminating: bool,
 }
 
 struct PodEntry {
@@ -161,7 +170,6 @@ impl Node {
             version = %client.version.runtime_version,
             "connected"
         );
-        berth_probe::set_manager_start(tokio::time::Instant::now());
         let events = Arc::new(Recorder::new(1000));
         let images = Images::new(client.clone(), options.pulls.clone());
         let manager = Manager::with_backoff(
@@ -289,10 +297,42 @@ fn fingerprint(dir: &std::path::Path) -> Vec<(String, u64, SystemTime)> {
     out
 }
 
+/// Watches the directory with inotify; None when it cannot (then the
+/// directory is polled every second).
+fn watch_dir(
+    dir: &std::path::Path,
+) -> Option<(
+    notify::RecommendedWatcher,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+)> {
+    use notify::Watcher;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            let _ = tx.send(());
+        }
+    });
+    let mut watcher = match watcher {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!("cannot watch the manifest directory, polling it: {e}");
+            return None;
+        }
+    };
+    if let Err(e) = watcher.watch(dir, notify::RecursiveMode::NonRecursive) {
+        tracing::warn!("cannot watch {}, polling it: {e}", dir.display());
+        return None;
+    }
+    Some((watcher, rx))
+}
+
 async fn watch_manifests(shared: Arc<Shared>) {
     let dir = shared.options.manifests.clone();
     let node_name = shared.options.node.node_name.clone();
     let mut last: Option<Vec<(String, u64, SystemTime)>> = None;
+    // Changes are seen at once through inotify; the poll (the kubelet's
+    // 20 s) catches what it misses, such as a directory replaced.
+    let mut watch = watch_dir(&dir);
     loop {
         let d = dir.clone();
         let n = node_name.clone();
@@ -314,7 +354,20 @@ async fn watch_manifests(shared: Arc<Shared>) {
                 }
             }
         }
-        tokio::time::sleep(shared.options.manifest_poll).await;
+        match watch.as_mut() {
+            Some((_, changes)) => {
+                tokio::select! {
+                    _ = changes.recv() => {
+                        // An editor writes a file in several steps: read
+                        // once they are done.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        while changes.try_recv().is_ok() {}
+                    }
+                    _ = tokio::time::sleep(shared.options.manifest_poll) => {}
+                }
+            }
+            None => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
     }
 }
 
@@ -613,13 +666,20 @@ fn update_probes(
                 startup_rx(probes)
             };
             let target = shared.manager.target(pod, spec, &c.id, &pod_ips);
-            let worker = Worker::spawn(
+            // The kubelet's worker of a container outlives its restarts
+            // and probes on its own ticker, so a new container meets its
+            // first probe after a part of the period, never at once: a
+            // worker that starts now waits a random part of the period.
+            let worker = Worker::spawn_with(
                 shared.manager.client.clone(),
                 kind,
                 probe.clone(),
                 target,
                 c.started_at.unwrap_or_else(SystemTime::now),
                 gate,
+                berth_probe::Options {
+                    manager_start: tokio::time::Instant::now(),
+                },
             );
             // Every change of verdict is a reason to sync; every failed
             // attempt is an event, worded as the kubelet's.
@@ -662,10 +722,28 @@ async fn pod_worker(
     done: watch::Sender<bool>,
     predecessors: Vec<watch::Receiver<bool>>,
 ) {
+    let manager = &shared.manager;
+    // Listed at once, as the kubelet lists a pod it admits: Pending, with
+    // nothing in the runtime yet.
+    {
+        let pod = pod_rx.borrow().clone();
+        let empty = PodRuntimeStatus {
+            uid: uid.clone(),
+            ..Default::default()
+        };
+        report(
+            &shared,
+            &uid,
+            &source,
+            &pod,
+            &empty,
+            &PodProbes::default(),
+            false,
+        );
+    }
     for mut p in predecessors {
         let _ = p.wait_for(|d| *d).await;
     }
-    let manager = &shared.manager;
     let mut probes = PodProbes::default();
     let mut volumes: Option<PodVolumes> = None;
     let mut next_sync = tokio::time::Instant::now();
@@ -747,11 +825,23 @@ async fn pod_worker(
                 .duration_since(SystemTime::now())
                 .unwrap_or(Duration::ZERO);
             next = next.min(tokio::time::Instant::now() + left);
+        } else if !outcome.errors.is_empty() {
+            // As the kubelet's pod worker: a failed sync is retried after
+            // its back-off period.
+            next = next.min(tokio::time::Instant::now() + SYNC_ERROR_RETRY);
         }
         next_sync = next;
     }
     // Terminating: kill, remove, clean up.
     drop(probes);
+    if let Some(r) = shared
+        .reports
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_mut(&uid)
+    {
+        r.terminating = true;
+    }
     let pod = pod_rx.borrow().clone();
     loop {
         let status = match status::pod_status(&manager.client, &uid).await {
@@ -854,6 +944,7 @@ fn report(
             PodReport {
                 source: source.to_path_buf(),
                 pod: p,
+                terminating: terminal,
             },
         );
 }

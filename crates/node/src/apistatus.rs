@@ -306,7 +306,14 @@ pub fn pod_status(pod: &Pod, status: &PodRuntimeStatus, inputs: &StatusInputs) -
     let init_specs = spec.init_containers.clone().unwrap_or_default();
     let inits: Vec<ApiContainerStatus> = init_specs
         .iter()
-        .map(|c| container_status(c, status, inputs, "PodInitializing"))
+        .map(|c| {
+            let mut s = container_status(c, status, inputs, "PodInitializing");
+            if !is_sidecar(c) {
+                // An init container is ready once it completed.
+                s.ready = terminated_code(&s) == Some(0);
+            }
+            s
+        })
         .collect();
     let initialised_inits = init_specs.iter().all(|c| {
         let s = inits.iter().find(|s| s.name == c.name);

@@ -70,7 +70,12 @@ fn answer<B>(req: &hyper::Request<B>, shared: &Shared) -> hyper::Response<Full<B
     match req.uri().path() {
         "/healthz" => reply(200, "text/plain", b"ok".to_vec()),
         "/pods" | "/pods/" => {
-            let items: Vec<_> = shared.reports().into_iter().map(|r| r.pod).collect();
+            let items: Vec<_> = shared
+                .reports()
+                .into_iter()
+                .filter(|r| !r.terminating)
+                .map(|r| r.pod)
+                .collect();
             json(&serde_json::json!({
                 "kind": "PodList",
                 "apiVersion": "v1",

@@ -300,6 +300,18 @@ impl Manager {
         {
             return out;
         }
+        if self.node.cluster_dns.is_empty() && wants_cluster_dns(pod) {
+            self.events.record(
+                &pref,
+                None,
+                EventType::Warning,
+                "MissingClusterDNS",
+                format!(
+                    "pod: {:?}. kubelet does not have ClusterDNS IP configured and cannot create Pod using \"ClusterFirst\" policy. Falling back to \"Default\" policy.",
+                    pod_desc(pod)
+                ),
+            );
+        }
         let sandbox_config = match self.sandbox_config(pod, actions.attempt, status) {
             Ok(c) => c,
             Err(e) => {
@@ -893,6 +905,20 @@ struct StartStep<'a> {
     pod_ips: &'a [std::net::IpAddr],
     volumes: &'a PodVolumes,
     objects: &'a (dyn ObjectSource + Sync),
+}
+
+/// Whether a pod's DNS policy asks for the cluster's DNS servers.
+fn wants_cluster_dns(pod: &Pod) -> bool {
+    let spec = pod.spec.as_ref();
+    let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
+    match spec
+        .and_then(|s| s.dns_policy.as_deref())
+        .unwrap_or("ClusterFirst")
+    {
+        "ClusterFirstWithHostNet" => true,
+        "ClusterFirst" => !host_network,
+        _ => false,
+    }
 }
 
 /// How a container is killed.
