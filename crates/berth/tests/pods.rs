@@ -740,6 +740,38 @@ async fn user_namespaced_pod(handler: &str) {
     assert_eq!(map, ["0", "200000", "65536"], "{r:?}");
     let r = exec(&mut e, &c, &["id", "-u"], 10).await.unwrap();
     assert_eq!(String::from_utf8_lossy(&r.stdout), "0\n");
+    // The image is the pod's root's (its layers are ID-mapped): root
+    // writes to it as it would without a user namespace, and what it
+    // makes is the mapped root's on the host.
+    let r = exec(
+        &mut e,
+        &c,
+        &[
+            "sh",
+            "-c",
+            "stat -c %u:%g /bin/busybox /etc && echo x >> /etc/passwd && mkdir /made && stat -c %u /made",
+        ],
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (r.exit_code, String::from_utf8_lossy(&r.stdout).as_ref()),
+        (0, "0:0\n0:0\n0\n"),
+        "{r:?}"
+    );
+    {
+        use std::os::unix::fs::MetadataExt;
+        let upper = e.d.root().join("runtime/rootfs").join(&c).join("upper");
+        assert_eq!(
+            std::fs::metadata(upper.join("made")).unwrap().uid(),
+            200_000
+        );
+        assert_eq!(
+            std::fs::metadata(upper.join("etc/passwd")).unwrap().uid(),
+            200_000
+        );
+    }
     let r = exec(
         &mut e,
         &c,

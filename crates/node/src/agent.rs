@@ -692,17 +692,25 @@ fn update_probes(
             tokio::spawn(async move {
                 loop {
                     tokio::select! {
-                        changed = results.changed() => {
-                            if changed.is_err() {
-                                break;
-                            }
-                            wake.notify_one();
-                        }
+                        // Events first: the attempt that failed is told
+                        // before the verdict it led to.
+                        biased;
                         event = attempts.recv() => match event {
                             Ok(e) => events.record(&pref, Some(&cname), EventType::Warning, e.reason, e.message),
                             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                             Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                         },
+                        changed = results.changed() => {
+                            if changed.is_err() {
+                                // The worker is gone: what it said last
+                                // still counts.
+                                while let Ok(e) = attempts.try_recv() {
+                                    events.record(&pref, Some(&cname), EventType::Warning, e.reason, e.message);
+                                }
+                                break;
+                            }
+                            wake.notify_one();
+                        }
                     }
                 }
             });

@@ -97,11 +97,17 @@ impl Rootfs {
         self.dir.join("merged")
     }
 
-    fn mount(&self, lowers: &[PathBuf]) -> Result<()> {
+    /// Mounts the overlay; `owner` (host uid and gid) owns the writable
+    /// layer's top directory, for a user-namespaced pod whose root is not
+    /// the host's.
+    fn mount(&self, lowers: &[PathBuf], owner: Option<(u32, u32)>) -> Result<()> {
         let upper = self.dir.join("upper");
         let work = self.dir.join("work");
         for d in [&upper, &work, &self.merged()] {
             std::fs::create_dir_all(d).map_err(io("creating", d))?;
+        }
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(&upper, Some(uid), Some(gid)).map_err(io("chown", &upper))?;
         }
         Overlay::mount(
             &OverlaySpec {
@@ -124,6 +130,10 @@ impl Rootfs {
         }
     }
 }
+
+/// Where ID-mapped image layers are numbered among a container's staging
+/// mounts (its volumes take the numbers of their mounts, below).
+const LAYER_STAGING: usize = 100_000;
 
 /// Signal names as images and the CRI spell them: "SIGTERM", "TERM", "15".
 fn parse_signal(s: &str) -> Option<Signal> {
@@ -388,7 +398,8 @@ impl Runtime {
         let t0 = std::time::Instant::now();
         let lowers = self.inner.images.hold(&rec.id, image).await?;
         let rootfs = self.rootfs(&rec.id);
-        rootfs.mount(&lowers)?;
+        let (lowers, owner) = self.idmapped_layers(pod, rec, lowers).await?;
+        rootfs.mount(&lowers, owner)?;
         let t_rootfs = t0.elapsed();
         let image_config: oci_spec::image::ImageConfiguration =
             serde_json::from_slice(&self.inner.images.config_json(image)?).map_err(|e| {
@@ -485,6 +496,47 @@ impl Runtime {
             "container created"
         );
         self.save_container(rec).await
+    }
+
+    /// The image's layers as the overlay's lower directories: in a
+    /// user-namespaced pod, each one through an ID-mapped staging mount
+    /// (the pod's root owns what the host's root owns), with the pod's
+    /// root as the owner of the writable layer; elsewhere as they are.
+    async fn idmapped_layers(
+        &self,
+        pod: &SandboxRecord,
+        rec: &ContainerRecord,
+        lowers: Vec<PathBuf>,
+    ) -> Result<(Vec<PathBuf>, Option<(u32, u32)>)> {
+        let (Some(maps), Some(init)) = (&pod.userns, pod.pod_init) else {
+            return Ok((lowers, None));
+        };
+        let root_of =
+            |m: &[(u32, u32, u32)]| m.iter().find(|(c, _, _)| *c == 0).map(|(_, h, _)| *h);
+        let (Some(uid), Some(gid)) = (root_of(&maps.uids), root_of(&maps.gids)) else {
+            return Err(Error::InvalidArgument(
+                "the pod's user namespace maps no root: its image cannot be owned by it".into(),
+            ));
+        };
+        let staging = IdmappedMounts::at(&self.inner.state, &rec.id);
+        let userns = PathBuf::from(format!("/proc/{init}/ns/user"));
+        let mapped = crate::blocking(move || {
+            lowers
+                .iter()
+                .enumerate()
+                .map(|(i, l)| staging.add(LAYER_STAGING + i, l, &userns, false))
+                .collect::<Result<Vec<_>>>()
+        })
+        .await;
+        match mapped {
+            Ok(m) => Ok((m, Some((uid, gid)))),
+            Err(e) => {
+                // Nothing half-made stays behind.
+                let staging = IdmappedMounts::at(&self.inner.state, &rec.id);
+                let _ = crate::blocking(move || staging.release()).await;
+                Err(e)
+            }
+        }
     }
 
     /// The container config the spec is generated from: in a
