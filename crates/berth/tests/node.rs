@@ -270,6 +270,21 @@ async fn node_runs_manifests_as_a_kubelet() {
         errors[0].contains("mixed.yaml") && errors[0].contains("spec.containers[0].image"),
         "{errors:?}"
     );
+    // `berth node status` shows the pods, their containers and the error.
+    let shown = Command::new(BERTH)
+        .args(["node", "status", "--address", &address])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.status.success(), "{text}");
+    for expected in [
+        "default/ref-testnode",
+        "default/good-testnode",
+        "MANIFEST ERRORS",
+        "spec.containers[0].image: Required value",
+    ] {
+        assert!(text.contains(expected), "{expected:?} missing in:\n{text}");
+    }
     // The init container's file, served by web from the shared emptyDir.
     let p = pod(&s, "ref").unwrap();
     let ip = p["status"]["podIP"].as_str().expect("a pod IP").to_string();
