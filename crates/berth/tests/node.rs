@@ -264,6 +264,10 @@ async fn node_runs_manifests_as_a_kubelet() {
         },
     )
     .await;
+    let good_uid = pod(&s, "good").unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let errors: Vec<String> = serde_json::from_value(s["errors"].clone()).unwrap();
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(
@@ -438,10 +442,37 @@ async fn node_runs_manifests_as_a_kubelet() {
     );
     assert!(uids.contains(&new_uid));
 
-    // Deleting the manifests kills the pods (preStop first) and leaves
+    // A manifest removed while the node is down: its pod is ended at the
+    // next start (the kubelet's orphaned pods).
+    node.stop();
+    std::fs::remove_file(manifests.join("mixed.yaml")).unwrap();
+    let mut node = NodeProcess::start(&d, &manifests, &address);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let good_left = sandboxes(&d).await.iter().any(|s| {
+            s.labels.get("io.kubernetes.pod.name").map(String::as_str) == Some("good-testnode")
+        });
+        let cgroup_left = std::fs::read_dir("/sys/fs/cgroup")
+            .unwrap()
+            .flatten()
+            .any(|h| {
+                h.path()
+                    .join(format!("kubepods/besteffort/pod{good_uid}"))
+                    .exists()
+            });
+        if !good_left && !cgroup_left {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the orphaned pod was not removed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Deleting a manifest kills its pod (preStop first) and leaves
     // nothing in the runtime.
     std::fs::remove_file(manifests.join("ref.yaml")).unwrap();
-    std::fs::remove_file(manifests.join("mixed.yaml")).unwrap();
     wait_for(&node, &d, "the pods gone", Duration::from_secs(60), |s| {
         s["pods"].as_array().is_some_and(|p| p.is_empty())
     })

@@ -529,7 +529,9 @@ async fn relist_loop(shared: Arc<Shared>) {
                     }
                     if shared.loaded() {
                         for (uid, snap) in &now {
-                            if pods.contains_key(uid) || ending.contains(uid) {
+                            // Only pods of manifest files: an API server's
+                            // pods of a kubelet on the same runtime stay.
+                            if pods.contains_key(uid) || ending.contains(uid) || !snap.from_file {
                                 continue;
                             }
                             ending.insert(uid.clone());
@@ -587,6 +589,11 @@ async fn end_orphan(shared: &Shared, uid: &str) {
     }
     if let Err(e) = shared.manager.remove_pod(&status).await {
         tracing::warn!(%uid, "removing an orphaned pod: {e}");
+        return;
+    }
+    // Its QoS class is not known any more: the cgroup may be under any.
+    for pod in crate::podcgroup::stand_ins(uid) {
+        shared.manager.remove_pod_cgroup(&pod).await;
     }
     let node = shared.options.node.clone();
     let u = uid.to_string();

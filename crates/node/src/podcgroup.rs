@@ -129,6 +129,43 @@ fn ensure_at(
     Ok(())
 }
 
+/// Pods of each QoS class with this uid, for the cgroup of a pod whose
+/// spec is gone (the cgroup's name depends on the class).
+pub fn stand_ins(uid: &str) -> Vec<k8s_openapi::api::core::v1::Pod> {
+    use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, ResourceRequirements};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let with = |requests: &[(&str, &str)], limits: &[(&str, &str)]| {
+        let map = |l: &[(&str, &str)]| {
+            (!l.is_empty()).then(|| {
+                l.iter()
+                    .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+                    .collect()
+            })
+        };
+        let mut pod = Pod::default();
+        pod.metadata.uid = Some(uid.to_string());
+        pod.spec = Some(PodSpec {
+            containers: vec![Container {
+                name: "c".into(),
+                resources: Some(ResourceRequirements {
+                    requests: map(requests),
+                    limits: map(limits),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        pod
+    };
+    let both = [("cpu", "1"), ("memory", "1Mi")];
+    vec![
+        with(&[], &[]),
+        with(&[("cpu", "1")], &[]),
+        with(&both, &both),
+    ]
+}
+
 /// Removes the pod's cgroup from every hierarchy that has it (blocking);
 /// returns what could not be removed and why.
 pub fn remove(parent: &str) -> Vec<String> {
@@ -177,6 +214,24 @@ mod tests {
         for bad in ["", "/", "kubepods/x", "/kubepods/../x"] {
             assert!(relative(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn stand_ins_cover_every_qos_class() {
+        let node = berth_criconfig::NodeSettings::detect("n", std::path::Path::new("/nonexistent"));
+        let mut parents: Vec<String> = stand_ins("u1")
+            .iter()
+            .map(|p| berth_criconfig::pod_cgroup_parent(p, &node))
+            .collect();
+        parents.sort();
+        assert_eq!(
+            parents,
+            [
+                "/kubepods/besteffort/podu1",
+                "/kubepods/burstable/podu1",
+                "/kubepods/podu1"
+            ]
+        );
     }
 
     #[test]

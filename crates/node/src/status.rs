@@ -218,6 +218,9 @@ pub struct PodSnapshot {
     pub sandboxes: Vec<(String, bool)>,
     /// Container ids and their CRI states.
     pub containers: Vec<(String, i32)>,
+    /// Whether a sandbox says the pod came from a manifest file
+    /// (`kubernetes.io/config.source: file`), as the node's pods do.
+    pub from_file: bool,
 }
 
 /// Lists every pod the runtime holds with the kubelet's labels (GetPods),
@@ -233,6 +236,10 @@ pub async fn relist(client: &Client) -> Result<BTreeMap<String, PodSnapshot>, Cl
         let p = pods.entry(info.pod_uid.clone()).or_default();
         p.name = info.pod_name.clone();
         p.namespace = info.pod_namespace.clone();
+        p.from_file |= s
+            .annotations
+            .get("kubernetes.io/config.source")
+            .is_some_and(|v| v == "file");
         p.sandboxes.push((
             s.id.clone(),
             s.state == cri::PodSandboxState::SandboxReady as i32,
