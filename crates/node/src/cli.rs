@@ -71,6 +71,19 @@ pub struct NodeArgs {
     /// How often log sizes are checked, in seconds.
     #[arg(long, default_value_t = 10)]
     pub container_log_monitor_interval: u64,
+    /// Image garbage collection starts when the image filesystem is fuller
+    /// than this percentage...
+    #[arg(long, default_value_t = 85, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub image_gc_high_threshold: u8,
+    /// ...and frees space down to this one.
+    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub image_gc_low_threshold: u8,
+    /// Dead containers kept per pod and container.
+    #[arg(long, default_value_t = 1)]
+    pub maximum_dead_containers_per_container: usize,
+    /// A dead container is removed only when older than this, in seconds.
+    #[arg(long, default_value_t = 0)]
+    pub minimum_container_ttl_duration: u64,
     /// How often every pod is synced even when nothing changed, in seconds.
     #[arg(long, default_value_t = 60)]
     pub sync_frequency: u64,
@@ -96,6 +109,8 @@ pub enum NodeCommand {
 pub enum CliError {
     #[error("--manifests DIR is required")]
     NoManifests,
+    #[error("{0}")]
+    Invalid(String),
     #[error(transparent)]
     Node(#[from] crate::agent::NodeError),
     #[error("cannot reach berth node at {address}: {detail}")]
@@ -152,6 +167,16 @@ pub async fn run(
     options.image_endpoint = image_endpoint.map(str::to_string);
     options.http = Some(args.address);
     options.resync = Duration::from_secs(args.sync_frequency.max(1));
+    if args.image_gc_low_threshold >= args.image_gc_high_threshold {
+        return Err(CliError::Invalid(format!(
+            "--image-gc-low-threshold ({}) must be below --image-gc-high-threshold ({})",
+            args.image_gc_low_threshold, args.image_gc_high_threshold
+        )));
+    }
+    options.gc.image_high_percent = args.image_gc_high_threshold;
+    options.gc.image_low_percent = args.image_gc_low_threshold;
+    options.gc.max_per_pod_container = args.maximum_dead_containers_per_container;
+    options.gc.min_age = Duration::from_secs(args.minimum_container_ttl_duration);
     options.logs.max_size = args.container_log_max_size;
     options.logs.max_files = args.container_log_max_files.max(2);
     options.logs.interval = Duration::from_secs(args.container_log_monitor_interval.max(1));
