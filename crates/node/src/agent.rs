@@ -834,6 +834,13 @@ async fn pod_worker(
         };
         update_probes(&shared, &pod, &after, &mut probes, &wake);
         report(&shared, &uid, &source, &pod, &after, &probes, false);
+        // Dead containers beyond the newest of each name go at once, as
+        // the kubelet's pod container deletor removes them.
+        for id in after.surplus_dead(shared.options.gc.max_per_pod_container.max(1)) {
+            if let Err(e) = manager.remove_container(&id).await {
+                tracing::debug!(container = %id, "removing a dead container: {e}");
+            }
+        }
         let mut next = tokio::time::Instant::now() + shared.options.resync;
         if let Some(at) = outcome.retry_at {
             let left = at

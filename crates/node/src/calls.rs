@@ -59,16 +59,24 @@ pub async fn sandbox_status(
     c: &Client,
     id: &str,
 ) -> Result<Option<cri::PodSandboxStatus>, ClientError> {
+    Ok(sandbox_status_response(c, id).await?.status)
+}
+
+/// PodSandboxStatus's whole answer: a runtime that sets its timestamp
+/// (as the evented PLEG expects) also gives its containers' statuses.
+pub async fn sandbox_status_response(
+    c: &Client,
+    id: &str,
+) -> Result<cri::PodSandboxStatusResponse, ClientError> {
     let req = c.request(cri::PodSandboxStatusRequest {
         pod_sandbox_id: id.to_string(),
         verbose: false,
     });
-    Ok(c.call(
+    c.call(
         "PodSandboxStatus",
         c.runtime.clone().pod_sandbox_status(req),
     )
-    .await?
-    .status)
+    .await
 }
 
 /// ContainerStatus (not verbose).

@@ -87,6 +87,26 @@ impl PodRuntimeStatus {
         self.containers.iter().find(|c| c.name == name)
     }
 
+    /// Exited containers beyond the newest `keep` of each name (the
+    /// kubelet's pod container deletor removes them as soon as one dies).
+    pub fn surplus_dead(&self, keep: usize) -> Vec<String> {
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut out = Vec::new();
+        // Newest first.
+        for c in self
+            .containers
+            .iter()
+            .filter(|c| c.state == ContainerState::Exited)
+        {
+            let n = seen.entry(c.name.as_str()).or_default();
+            *n += 1;
+            if *n > keep {
+                out.push(c.id.clone());
+            }
+        }
+        out
+    }
+
     /// The running containers.
     pub fn running(&self) -> impl Iterator<Item = &ContainerStatus> {
         self.containers
@@ -113,20 +133,35 @@ pub async fn pod_status(client: &Client, uid: &str) -> Result<PodRuntimeStatus, 
         ..Default::default()
     };
     sandbox_list.sort_by_key(|s| std::cmp::Reverse(s.created_at));
+    // Containers whose status came with their sandbox's (the evented
+    // PLEG's form): no ContainerStatus call for them.
+    let mut known: std::collections::HashMap<String, cri::ContainerStatus> = Default::default();
     for (i, s) in sandbox_list.iter().enumerate() {
-        let st = match calls::sandbox_status(client, &s.id).await {
-            Ok(Some(st)) => st,
-            Ok(None) => continue,
+        let answer = match calls::sandbox_status_response(client, &s.id).await {
+            Ok(a) => a,
             Err(e) if calls::not_found(&e) => continue,
             Err(e) => return Err(e),
         };
+        if answer.timestamp != 0 {
+            known.extend(
+                answer
+                    .containers_statuses
+                    .into_iter()
+                    .map(|c| (c.id.clone(), c)),
+            );
+        }
+        let Some(st) = answer.status else { continue };
         let sandbox = sandbox_status(&st);
         if i == 0 && sandbox.ready {
             status.ips = sandbox.ips.clone();
         }
         status.sandboxes.push(sandbox);
     }
+    let known = &known;
     let reads = containers.iter().map(|c| async move {
+        if let Some(st) = known.get(&c.id) {
+            return Ok((c, Some(st.clone())));
+        }
         calls::container_status(client, &c.id)
             .await
             .map(|st| (c, st))
@@ -259,4 +294,46 @@ pub async fn relist(client: &Client) -> Result<BTreeMap<String, PodSnapshot>, Cl
         p.containers.sort();
     }
     Ok(pods)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(id: &str, name: &str, state: ContainerState, age: u64) -> ContainerStatus {
+        ContainerStatus {
+            id: id.into(),
+            sandbox_id: "s".into(),
+            name: name.into(),
+            state,
+            created_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1000 - age),
+            started_at: None,
+            finished_at: None,
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+            hash: 0,
+            restart_count: 0,
+            image: String::new(),
+            image_ref: String::new(),
+        }
+    }
+
+    #[test]
+    fn surplus_dead_keeps_the_newest_of_each_name() {
+        let mut s = PodRuntimeStatus {
+            containers: vec![
+                c("a3", "a", ContainerState::Running, 1),
+                c("a2", "a", ContainerState::Exited, 2),
+                c("a1", "a", ContainerState::Exited, 3),
+                c("a0", "a", ContainerState::Exited, 4),
+                c("b0", "b", ContainerState::Exited, 5),
+            ],
+            ..Default::default()
+        };
+        s.containers
+            .sort_by_key(|c| std::cmp::Reverse(c.created_at));
+        assert_eq!(s.surplus_dead(1), ["a1", "a0"]);
+        assert!(s.surplus_dead(3).is_empty());
+    }
 }
