@@ -127,15 +127,16 @@ fn label_filter(uid: &str) -> std::collections::HashMap<String, String> {
 /// Reads one pod's sandboxes and containers (GetPodStatus).
 pub async fn pod_status(client: &Client, uid: &str) -> Result<PodRuntimeStatus, ClientError> {
     let mut sandbox_list = calls::sandboxes(client, Some(label_filter(uid))).await?;
-    let containers = calls::containers(client, Some(label_filter(uid))).await?;
     let mut status = PodRuntimeStatus {
         uid: uid.to_string(),
         ..Default::default()
     };
     sandbox_list.sort_by_key(|s| std::cmp::Reverse(s.created_at));
-    // Containers whose status came with their sandbox's (the evented
-    // PLEG's form): no ContainerStatus call for them.
-    let mut known: std::collections::HashMap<String, cri::ContainerStatus> = Default::default();
+    // A runtime that answers PodSandboxStatus in the evented PLEG's form
+    // (a timestamp, its containers' statuses) saves a ContainerStatus per
+    // container, and the container list when every sandbox answers so.
+    let mut known: Vec<(String, cri::ContainerStatus)> = Vec::new();
+    let mut all_evented = true;
     for (i, s) in sandbox_list.iter().enumerate() {
         let answer = match calls::sandbox_status_response(client, &s.id).await {
             Ok(a) => a,
@@ -147,8 +148,10 @@ pub async fn pod_status(client: &Client, uid: &str) -> Result<PodRuntimeStatus, 
                 answer
                     .containers_statuses
                     .into_iter()
-                    .map(|c| (c.id.clone(), c)),
+                    .map(|c| (s.id.clone(), c)),
             );
+        } else {
+            all_evented = false;
         }
         let Some(st) = answer.status else { continue };
         let sandbox = sandbox_status(&st);
@@ -157,27 +160,36 @@ pub async fn pod_status(client: &Client, uid: &str) -> Result<PodRuntimeStatus, 
         }
         status.sandboxes.push(sandbox);
     }
-    let known = &known;
-    let reads = containers.iter().map(|c| async move {
-        if let Some(st) = known.get(&c.id) {
-            return Ok((c, Some(st.clone())));
-        }
-        calls::container_status(client, &c.id)
-            .await
-            .map(|st| (c, st))
-    });
-    for answer in futures::future::join_all(reads).await {
-        match answer {
-            Ok((c, Some(st))) => {
-                if let Some(cs) = container_status(&c.pod_sandbox_id, &st) {
-                    status.containers.push(cs);
-                }
+    let statuses: Vec<(String, cri::ContainerStatus)> = if all_evented {
+        known
+    } else {
+        let known: std::collections::HashMap<String, cri::ContainerStatus> =
+            known.into_iter().map(|(_, c)| (c.id.clone(), c)).collect();
+        let known = &known;
+        let containers = calls::containers(client, Some(label_filter(uid))).await?;
+        let reads = containers.iter().map(|c| async move {
+            if let Some(st) = known.get(&c.id) {
+                return Ok(Some((c.pod_sandbox_id.clone(), st.clone())));
             }
-            Ok((_, None)) => {}
-            Err(e) if calls::not_found(&e) => {}
-            Err(e) => return Err(e),
+            calls::container_status(client, &c.id)
+                .await
+                .map(|st| st.map(|st| (c.pod_sandbox_id.clone(), st)))
+        });
+        let mut out = Vec::new();
+        for answer in futures::future::join_all(reads).await {
+            match answer {
+                Ok(Some(pair)) => out.push(pair),
+                Ok(None) => {}
+                Err(e) if calls::not_found(&e) => {}
+                Err(e) => return Err(e),
+            }
         }
-    }
+        out
+    };
+    status.containers = statuses
+        .iter()
+        .filter_map(|(sandbox, st)| container_status(sandbox, st))
+        .collect();
     status
         .containers
         .sort_by_key(|c| std::cmp::Reverse(c.created_at));
