@@ -224,8 +224,9 @@ async fn containers(d: &Daemon) -> Vec<cri::Container> {
         .containers
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_runs_manifests_as_a_kubelet() {
+/// A daemon whose docker.io is a test registry holding busybox, on a
+/// network of its own.
+async fn daemon_with_busybox() -> (Registry, Daemon, TestNetwork) {
     let reg = Registry::start();
     fixtures::busybox()
         .push(&reg, "library/busybox:1.36.1", ManifestFormat::DockerV2)
@@ -236,7 +237,13 @@ async fn node_runs_manifests_as_a_kubelet() {
         reg.host()
     );
     let d = Daemon::start(&config);
-    let _net = TestNetwork::create(d.dir.path());
+    let net = TestNetwork::create(d.dir.path());
+    (reg, d, net)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_runs_manifests_as_a_kubelet() {
+    let (_reg, d, _net) = daemon_with_busybox().await;
     let manifests = d.dir.path().join("manifests");
     let out = d.dir.path().join("out");
     std::fs::create_dir_all(&manifests).unwrap();
@@ -580,17 +587,7 @@ fn waiting_reason(s: &Value, pod_name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_wires_volumes_env_and_reports_image_errors() {
-    let reg = Registry::start();
-    fixtures::busybox()
-        .push(&reg, "library/busybox:1.36.1", ManifestFormat::DockerV2)
-        .await
-        .unwrap();
-    let config = format!(
-        "[registry.\"docker.io\"]\nmirrors = [\"http://{}\"]\nupstream = false\n[cni]\nconf_dir = \"{{dir}}/cni\"\nbin_dirs = [\"/usr/lib/cni\", \"/opt/cni/bin\"]\n",
-        reg.host()
-    );
-    let d = Daemon::start(&config);
-    let _net = TestNetwork::create(d.dir.path());
+    let (_reg, d, _net) = daemon_with_busybox().await;
     let manifests = d.dir.path().join("manifests");
     std::fs::create_dir_all(&manifests).unwrap();
     std::fs::write(manifests.join("wired.yaml"), OBJECTS).unwrap();
