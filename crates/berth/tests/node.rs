@@ -544,6 +544,25 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
+metadata: {name: attacker}
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes: [{name: shared, emptyDir: {}}]
+  initContainers:
+  - name: plant
+    image: docker.io/library/busybox:1.36.1
+    command: [sh, -c, "mkdir -p /shared/ok && ln -s / /shared/escape"]
+    volumeMounts: [{name: shared, mountPath: /shared}]
+  containers:
+  - name: c
+    image: docker.io/library/busybox:1.36.1
+    command: [sh, -c, "trap 'exit 0' TERM; while true; do sleep 1; done"]
+    volumeMounts:
+    - {name: shared, mountPath: /fine, subPath: ok}
+    - {name: shared, mountPath: /host, subPath: escape}
+---
+apiVersion: v1
+kind: Pod
 metadata: {name: never}
 spec:
   containers:
@@ -606,10 +625,24 @@ async fn node_wires_volumes_env_and_reports_image_errors() {
             let never = waiting_reason(s, "never") == "ErrImageNeverPull";
             let unpullable = ["ErrImagePull", "ImagePullBackOff"]
                 .contains(&waiting_reason(s, "unpullable").as_str());
-            running && never && unpullable
+            let attacker = waiting_reason(s, "attacker") == "CreateContainerConfigError";
+            running && never && unpullable && attacker
         },
     )
     .await;
+    // A subpath that a container turned into a symlink to / is refused,
+    // and no container is made with it.
+    let refused = container(pod(&s, "attacker").unwrap(), "c").unwrap()["state"]["waiting"]
+        ["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(refused.contains("symbolic link"), "{refused}");
+    let attacker_main = containers(&d).await.into_iter().filter(|c| {
+        c.labels.get("io.kubernetes.pod.name").map(String::as_str) == Some("attacker-testnode")
+            && c.metadata.as_ref().is_some_and(|m| m.name == "c")
+    });
+    assert_eq!(attacker_main.count(), 0);
     assert_eq!(pod(&s, "never").unwrap()["status"]["phase"], "Pending");
     let id = container(pod(&s, "wired").unwrap(), "c").unwrap()["containerID"]
         .as_str()

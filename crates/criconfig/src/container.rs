@@ -64,6 +64,10 @@ pub struct ContainerContext<'a> {
     pub termination_message_file: Option<&'a Path>,
     /// For an ephemeral container with `targetContainerName`: the target's container ID.
     pub target_container_id: Option<&'a str>,
+    /// The safe binds of the container's subpaths, by volume mount index
+    /// (see [`crate::prepare_sub_paths`]); a subpath without one is an
+    /// error.
+    pub sub_paths: &'a std::collections::BTreeMap<usize, PathBuf>,
     /// The node's settings.
     pub node: &'a NodeSettings,
 }
@@ -417,6 +421,33 @@ fn propagation(p: Option<&str>) -> Result<i32, ConfigError> {
     }
 }
 
+/// A volume mount's subpath (`subPath`, or `subPathExpr` expanded with the
+/// container's environment), checked as the kubelet checks it; None when
+/// it has none.
+pub(crate) fn sub_path_of(
+    vm: &k8s_openapi::api::core::v1::VolumeMount,
+    env: &[(String, String)],
+) -> Result<Option<String>, ConfigError> {
+    let mut sub_path = vm.sub_path.clone().unwrap_or_default();
+    if let Some(expr) = vm.sub_path_expr.as_deref().filter(|e| !e.is_empty()) {
+        sub_path = expand_sub_path_expr(expr, env)?;
+    }
+    if sub_path.is_empty() {
+        return Ok(None);
+    }
+    if sub_path.starts_with('/') {
+        return Err(ConfigError::Invalid(format!(
+            "error SubPath `{sub_path}` must not be an absolute path"
+        )));
+    }
+    if sub_path.split('/').any(|p| p == "..") {
+        return Err(ConfigError::Invalid(format!(
+            "unable to provision SubPath `{sub_path}`: must not contain '..'"
+        )));
+    }
+    Ok(Some(sub_path))
+}
+
 fn expand_sub_path_expr(expr: &str, env: &[(String, String)]) -> Result<String, ConfigError> {
     let missing = std::cell::RefCell::new(std::collections::BTreeSet::new());
     let out = expand(expr, |k| {
@@ -448,7 +479,7 @@ fn make_mounts(
     let spec = pod.spec.as_ref().ok_or(ConfigError::MissingField("spec"))?;
     let mut mount_hosts = !ctx.pod_ips.is_empty() || spec.host_network.unwrap_or(false);
     let mut mounts = Vec::new();
-    for vm in c.volume_mounts.iter().flatten() {
+    for (index, vm) in c.volume_mounts.iter().flatten().enumerate() {
         mount_hosts = mount_hosts && vm.mount_path != "/etc/hosts";
         let vol = ctx
             .volumes
@@ -457,23 +488,16 @@ fn make_mounts(
                 container: c.name.clone(),
                 volume: vm.name.clone(),
             })?;
-        let mut sub_path = vm.sub_path.clone().unwrap_or_default();
-        if let Some(expr) = vm.sub_path_expr.as_deref().filter(|e| !e.is_empty()) {
-            sub_path = expand_sub_path_expr(expr, env)?;
-        }
         let mut host_path = vol.host_path.clone();
-        if !sub_path.is_empty() {
-            if sub_path.starts_with('/') {
-                return Err(ConfigError::Invalid(format!(
-                    "error SubPath `{sub_path}` must not be an absolute path"
-                )));
-            }
-            if sub_path.split('/').any(|p| p == "..") {
-                return Err(ConfigError::Invalid(format!(
-                    "unable to provision SubPath `{sub_path}`: must not contain '..'"
-                )));
-            }
-            host_path = host_path.join(&sub_path);
+        if let Some(sub) = sub_path_of(vm, env)? {
+            // Only the safe bind of the subpath, never a path joined here
+            // that a container could turn into a symlink.
+            host_path = ctx.sub_paths.get(&index).cloned().ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "SubPath `{sub}` of volume {:?} was not prepared (prepare_sub_paths)",
+                    vm.name
+                ))
+            })?;
         }
         let container_path = if vm.mount_path.starts_with('/') {
             vm.mount_path.clone()

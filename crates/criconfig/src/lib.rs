@@ -21,6 +21,7 @@ mod node;
 mod quantity;
 mod resources;
 mod sandbox;
+mod subpath;
 mod userns;
 mod volumes;
 
@@ -46,6 +47,7 @@ pub use resources::{
     milli_cpu_to_quota, milli_cpu_to_shares, oom_score_adj, pod_cgroup_parent, qos_class, QosClass,
 };
 pub use sandbox::{pod_logs_directory, sandbox_config, sandbox_config_with_userns};
+pub use subpath::prepare_sub_paths;
 pub use userns::{UsernsAllocator, UsernsMapping};
 pub use volumes::{
     etc_hosts_content, etc_hosts_path, prepare_volumes, remove_volumes, write_etc_hosts, PodVolume,

@@ -247,6 +247,17 @@ fn config_for(
         .expect("container");
     let ips: [IpAddr; 1] = ["10.1.2.3".parse().expect("ip")];
     let tlog = PathBuf::from("/t/log");
+    // The volumes a subpath is taken from exist on disk, as after
+    // prepare_volumes.
+    for vm in container.volume_mounts.iter().flatten() {
+        if vm.sub_path.is_some() || vm.sub_path_expr.is_some() {
+            if let Some(v) = volumes.get(&vm.name) {
+                std::fs::create_dir_all(&v.host_path).expect("volume dir");
+            }
+        }
+    }
+    let env = berth_criconfig::container_env(p, container, &ips, n, &Objects)?;
+    let sub_paths = berth_criconfig::prepare_sub_paths(p, container, &env, &volumes, n)?;
     let ctx = ContainerContext {
         pod: p,
         container,
@@ -260,6 +271,7 @@ fn config_for(
         objects: &Objects,
         termination_message_file: Some(&tlog),
         target_container_id: Some("target-id"),
+        sub_paths: &sub_paths,
         node: n,
     };
     container_config(&ctx)
@@ -469,10 +481,12 @@ fn mounts_and_resources() {
                           "limits": {"cpu": "500m", "memory": "1Gi", "hugepages-2Mi": "4Mi"}}}))]}));
     let cfg = config_for(&p, &n, "a", ImageUser::default()).expect("config");
     let uid_dir = dir.path().join("pods/0123-abcd/volumes");
+    // The subpath is made in the volume and bound from there.
+    assert!(uid_dir.join("kubernetes.io~empty-dir/data/x/y").is_dir());
     assert_eq!(
         cfg.mounts[0].host_path,
-        uid_dir
-            .join("kubernetes.io~empty-dir/data/x/y")
+        dir.path()
+            .join("pods/0123-abcd/volume-subpaths/data/a/0")
             .to_string_lossy()
     );
     assert_eq!(cfg.mounts[1].host_path, "/srv");
@@ -511,6 +525,7 @@ fn mounts_and_resources() {
     let unset = base_pod(json!({"volumes": [{"name": "data", "emptyDir": {}}],
         "containers": [c(json!({"name": "a", "volumeMounts": [{"name": "data", "mountPath": "/d", "subPathExpr": "$(NOPE)"}]}))]}));
     assert!(config_for(&unset, &n, "a", ImageUser::default()).is_err());
+    berth_criconfig::remove_volumes("0123-abcd", &n).expect("cleanup");
 }
 
 #[test]

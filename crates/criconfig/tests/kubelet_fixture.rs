@@ -268,6 +268,7 @@ fn every_container_config_matches_the_kubelet() {
             objects: &NoObjects,
             termination_message_file: termination.as_deref(),
             target_container_id: None,
+            sub_paths: &Default::default(),
             node: &node,
         };
         let ours = container_config(&ctx).expect("container config");

@@ -500,20 +500,28 @@ impl Manager {
             .termination_message_path
             .as_deref()
             .is_some_and(|p| !p.is_empty());
-        let (p, name, node) = (pod.clone(), c.name.clone(), self.node.clone());
-        let ips = step.pod_ips.to_vec();
-        let message_file = match tokio::task::spawn_blocking(move || {
+        let env =
+            match berth_criconfig::container_env(pod, c, step.pod_ips, &self.node, step.objects) {
+                Ok(env) => env,
+                Err(e) => return Err(fail("CreateContainerConfigError", e.to_string())),
+            };
+        let (p, spec, node) = (pod.clone(), c.clone(), self.node.clone());
+        let (ips, volumes) = (step.pod_ips.to_vec(), step.volumes.clone());
+        let prepared = tokio::task::spawn_blocking(move || {
             berth_criconfig::write_etc_hosts(&p, &node, &ips)
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
-            if wants_message {
-                berth_criconfig::create_termination_message_file(&p, &name, &node).map(Some)
+            let sub_paths = berth_criconfig::prepare_sub_paths(&p, &spec, &env, &volumes, &node)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            let file = if wants_message {
+                berth_criconfig::create_termination_message_file(&p, &spec.name, &node).map(Some)
             } else {
-                let dir = berth_criconfig::pod_logs_directory(&p, &node).join(&name);
+                let dir = berth_criconfig::pod_logs_directory(&p, &node).join(&spec.name);
                 std::fs::create_dir_all(dir).map(|()| None)
-            }
+            }?;
+            Ok::<_, std::io::Error>((file, sub_paths))
         })
-        .await
-        {
+        .await;
+        let (message_file, sub_paths) = match prepared {
             Ok(Ok(f)) => f,
             Ok(Err(e)) => {
                 return Err(fail(
@@ -536,6 +544,7 @@ impl Manager {
             objects: step.objects,
             termination_message_file: message_file.as_deref(),
             target_container_id: None,
+            sub_paths: &sub_paths,
             node: &self.node,
         });
         let config = match config {
