@@ -41,7 +41,9 @@ pub use labels::{
     POD_DELETION_GRACE_PERIOD_ANNOTATION, POD_NAMESPACE_LABEL, POD_NAME_LABEL,
     POD_TERMINATION_GRACE_PERIOD_ANNOTATION, POD_UID_LABEL,
 };
-pub use node::{default_masked_paths, hugepage_sizes_from_sysfs, CgroupDriver, NodeSettings};
+pub use node::{
+    default_masked_paths, hugepage_sizes_from_sysfs, CgroupDriver, NodeSettings, BASE_MASKED_PATHS,
+};
 pub use quantity::{parse_quantity, ParsedQuantity};
 pub use resources::{
     milli_cpu_to_quota, milli_cpu_to_shares, oom_score_adj, pod_cgroup_parent, qos_class, QosClass,

@@ -157,7 +157,9 @@ pub(crate) fn hugepage_size_name(kb: u64) -> String {
     }
 }
 
-const BASE_MASKED_PATHS: [&str; 12] = [
+/// The paths the kubelet masks in every container, before the per-CPU
+/// `thermal_throttle` ones.
+pub const BASE_MASKED_PATHS: [&str; 12] = [
     "/proc/asound",
     "/proc/acpi",
     "/proc/interrupts",

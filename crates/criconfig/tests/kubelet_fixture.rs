@@ -57,23 +57,12 @@ fn node() -> NodeSettings {
         memory_capacity: 16 << 30,
         allocatable: BTreeMap::new(),
         hugepage_sizes: vec!["2MB".into(), "1GB".into()],
-        masked_paths: [
-            "/proc/asound",
-            "/proc/acpi",
-            "/proc/interrupts",
-            "/proc/kcore",
-            "/proc/keys",
-            "/proc/latency_stats",
-            "/proc/timer_list",
-            "/proc/timer_stats",
-            "/proc/sched_debug",
-            "/proc/scsi",
-            "/sys/firmware",
-            "/sys/devices/virtual/powercap",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
+        // The fixture machine's list: the fixed paths, no thermal ones
+        // (the recorded requests check them).
+        masked_paths: berth_criconfig::BASE_MASKED_PATHS
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
         seccomp_default: false,
         seccomp_profile_root: PathBuf::from(format!("{E2E}/kubelet/root/seccomp")),
         supports_recursive_read_only: false,

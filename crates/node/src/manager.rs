@@ -475,6 +475,17 @@ impl Manager {
             );
             message
         };
+        // A step of the container's own that failed: a Failed event too.
+        let failed = |reason: &str, message: String| {
+            self.events.record(
+                &pref,
+                Some(&c.name),
+                EventType::Warning,
+                "Failed",
+                format!("Error: {message}"),
+            );
+            fail(reason, message)
+        };
         let secrets = pull_secrets(pod, step.objects);
         let image_ref = match self
             .images
@@ -550,15 +561,7 @@ impl Manager {
         let config = match config {
             Ok(cfg) => cfg,
             Err(e) => {
-                let message = e.to_string();
-                self.events.record(
-                    &pref,
-                    Some(&c.name),
-                    EventType::Warning,
-                    "Failed",
-                    format!("Error: {message}"),
-                );
-                return Err(fail("CreateContainerConfigError", message));
+                return Err(failed("CreateContainerConfigError", e.to_string()));
             }
         };
         let client = &self.client;
@@ -577,15 +580,7 @@ impl Manager {
         {
             Ok(a) => a.container_id,
             Err(e) => {
-                let message = calls::message(&e);
-                self.events.record(
-                    &pref,
-                    Some(&c.name),
-                    EventType::Warning,
-                    "Failed",
-                    format!("Error: {message}"),
-                );
-                return Err(fail("CreateContainerError", message));
+                return Err(failed("CreateContainerError", calls::message(&e)));
             }
         };
         self.events.record(
@@ -606,15 +601,7 @@ impl Manager {
             )
             .await
         {
-            let message = calls::message(&e);
-            self.events.record(
-                &pref,
-                Some(&c.name),
-                EventType::Warning,
-                "Failed",
-                format!("Error: {message}"),
-            );
-            return Err(fail("RunContainerError", message));
+            return Err(failed("RunContainerError", calls::message(&e)));
         }
         self.events.record(
             &pref,
