@@ -50,13 +50,20 @@ impl Recorder {
         })
     }
 
-    fn write(&self, method: &str, request: &[u8], response: &[u8], code: i32) {
+    fn write(&self, call: Call, request: &[u8], response: &[u8], code: i32) {
+        let Call { method, at, took } = call;
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let decode = |which, body: &[u8]| {
             first_message(body)
                 .map(|m| methods::decode(method, which, m).map_err(|e| e.to_string()))
         };
-        let mut line = serde_json::json!({ "seq": seq, "method": method, "code": code });
+        let mut line = serde_json::json!({
+            "seq": seq,
+            "method": method,
+            "code": code,
+            "at": at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "ms": took.as_secs_f64() * 1000.0,
+        });
         match decode(Which::Request, request) {
             Some(Ok(v)) => line["request"] = v,
             Some(Err(e)) => line["error"] = e.into(),
@@ -77,6 +84,13 @@ impl Recorder {
             tracing::warn!(error = %e, "recording a CRI call");
         }
     }
+}
+
+/// When a recorded call arrived and how long it took to answer.
+struct Call {
+    method: &'static str,
+    at: chrono::DateTime<chrono::Utc>,
+    took: std::time::Duration,
 }
 
 /// The first length-prefixed gRPC message of a body.
@@ -155,6 +169,8 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
+            let at = chrono::Utc::now();
+            let started = std::time::Instant::now();
             let (parts, body) = req.into_parts();
             let request = body
                 .collect()
@@ -171,7 +187,12 @@ where
                 data: BytesMut::new(),
                 done: Some(Box::new(move |data: &[u8], trailer_code: Option<i32>| {
                     let code = trailer_code.or(header_code).unwrap_or(0);
-                    recorder.write(method, &request, data, code);
+                    let call = Call {
+                        method,
+                        at,
+                        took: started.elapsed(),
+                    };
+                    recorder.write(call, &request, data, code);
                 })),
             };
             Ok(Response::from_parts(parts, Body::new(tapped)))
