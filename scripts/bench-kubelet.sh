@@ -4,7 +4,10 @@
 # containerd 2.3.4 alternated, each run from a fresh kubelet with the image
 # already pulled. Prints the medians side by side and their ratio.
 #
-#   scripts/bench-kubelet.sh [--pods "10 30"] [--runs 3] [--berth-only]
+#   scripts/bench-kubelet.sh [--pods "10 30"] [--runs 3] [--berth-only] [--host-network]
+#
+# --host-network places hostNetwork pods: no CNI plugin runs, which shows
+# how much of the time is the network setup both runtimes share.
 #
 # Needs what scripts/kubelet-e2e.sh needs (the lab kubelet, crictl, the lab
 # registry); not run by CI. BERTH_BIN=path uses that berth binary.
@@ -17,12 +20,14 @@ WORK=${WORK:-/var/tmp/berth-kubelet-bench}
 COUNTS="10 30"
 RUNS=3
 SYSTEMS="0 1"
+HOST_NETWORK=false
 while [ $# -gt 0 ]; do
   case "$1" in
     --pods) COUNTS=$2; shift ;;
     --runs) RUNS=$2; shift ;;
     --berth-only) SYSTEMS=0 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    --host-network) HOST_NETWORK=true ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -44,6 +49,7 @@ kind: Pod
 metadata: {name: bench-$1, namespace: default}
 spec:
   terminationGracePeriodSeconds: 1
+  hostNetwork: $HOST_NETWORK
   containers:
   - name: main
     image: $IMAGE

@@ -27,10 +27,13 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p "$WORK/cni"
+# The plugins and options of the lab containerd's chain (write_cni_conf in
+# critest-lab/env.sh), so that both runtimes do the same network work.
 cat > "$WORK/cni/10-bench.conflist" <<CNI
 {"cniVersion": "1.0.0", "name": "berth-bench", "plugins": [
-  {"type": "bridge", "bridge": "berthb0", "isGateway": true, "ipMasq": true,
-   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.221.0.0/16"}]], "dataDir": "$WORK/ipam"}}]}
+  {"type": "bridge", "bridge": "berthb0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.221.0.0/16"}]], "dataDir": "$WORK/ipam"}},
+  {"type": "portmap", "capabilities": {"portMappings": true}}]}
 CNI
 {
   echo "root = \"$WORK/root\""; echo "state = \"$WORK/state\""

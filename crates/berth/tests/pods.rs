@@ -355,6 +355,23 @@ async fn lifecycle(handler: &str) {
     let pod = run_pod(&mut e, "life", handler).await;
     let st = pod_status(&mut e, &pod).await;
     assert_eq!(st.state, cri::PodSandboxState::SandboxReady as i32);
+    // The pod's monitor is named for what it is, not "exe".
+    let monitor_dir = e.d.state().join("pods").join(&pod);
+    let comms: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|p| {
+            std::fs::read(p.path().join("cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(&*monitor_dir.to_string_lossy()))
+                .unwrap_or(false)
+        })
+        .filter_map(|p| std::fs::read_to_string(p.path().join("comm")).ok())
+        .map(|c| c.trim().to_string())
+        .collect();
+    assert!(
+        comms.iter().any(|c| c == "berth-monitor"),
+        "processes of the pod's monitor: {comms:?}"
+    );
     let ip = st.network.unwrap().ip;
     assert!(ip.starts_with("10."), "pod IP {ip:?}");
     assert_eq!(e.net.veths().len(), 1);

@@ -32,6 +32,9 @@ use protocol::{paths, PodSpec};
 /// (`ready [<pod init pid>]` or `error: …`), then serves until the pod is
 /// shut down.
 pub fn run(pod_dir: &Path) -> ExitCode {
+    // Started as /proc/self/exe, the kernel names it "exe": top, pidstat
+    // and perf should show what it is.
+    let _ = nix::sys::prctl::set_name(c"berth-monitor");
     let mut stdout = std::io::stdout();
     match setup(pod_dir) {
         Ok((listener, runner, init)) => {

@@ -1,6 +1,8 @@
 //! Recording the CRI calls a client makes (`record_requests` in the
 //! configuration): one JSON line per unary call, with its request and
-//! response in protobuf-JSON and its gRPC status code. The lab kubelet's
+//! response in protobuf-JSON, its gRPC status code, when it arrived (`at`)
+//! and how long it took to answer (`ms`, until the last byte of the
+//! response was handed to the transport). The lab kubelet's
 //! calls recorded so become the fixtures the integration tests replay
 //! (`crates/berth/tests/fixtures/kubelet`). A debugging aid: off by
 //! default, and the file holds whatever the client sent.
@@ -285,7 +287,12 @@ mod tests {
                 container_id: "abc".into(),
                 verbose: false,
             });
-            r.write("ContainerStatus", &req, &[], 5);
+            let call = Call {
+                method: "ContainerStatus",
+                at: chrono::DateTime::from_timestamp(1_700_000_000, 250_000_000).unwrap(),
+                took: std::time::Duration::from_micros(1500),
+            };
+            r.write(call, &req, &[], 5);
         }
         let lines: Vec<serde_json::Value> = std::fs::read_to_string(&path)
             .unwrap()
@@ -301,6 +308,8 @@ mod tests {
             assert_eq!(call["code"], 5);
             assert_eq!(call["request"]["containerId"], "abc");
             assert!(call.get("response").is_none());
+            assert_eq!(call["at"], "2023-11-14T22:13:20.250000Z");
+            assert_eq!(call["ms"], 1.5);
         }
     }
 }
