@@ -11,7 +11,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -83,17 +83,42 @@ spec:
 
 struct NodeProcess {
     child: Child,
+    manifests: PathBuf,
     address: String,
 }
 
 impl NodeProcess {
-    fn start(d: &Daemon, manifests: &Path, address: &str) -> NodeProcess {
+    /// Writes `files` (name, text) into a manifest directory of the
+    /// daemon's test directory and starts `berth node` on it, on a free
+    /// local port.
+    fn start(d: &Daemon, files: &[(&str, &str)]) -> NodeProcess {
+        let manifests = d.dir.path().join("manifests");
+        std::fs::create_dir_all(&manifests).unwrap();
+        for (name, text) in files {
+            std::fs::write(manifests.join(name), text).unwrap();
+        }
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = l.local_addr().unwrap().to_string();
+        drop(l);
+        NodeProcess {
+            child: Self::spawn(d, &manifests, &address),
+            manifests,
+            address,
+        }
+    }
+
+    /// Starts the node again (after `stop`), on the same directory and port.
+    fn restart(&mut self, d: &Daemon) {
+        self.child = Self::spawn(d, &self.manifests, &self.address);
+    }
+
+    fn spawn(d: &Daemon, manifests: &Path, address: &str) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(d.dir.path().join("node.log"))
             .unwrap();
-        let child = Command::new(BERTH)
+        Command::new(BERTH)
             .args(["node", "--manifests"])
             .arg(manifests)
             .args(["--runtime-endpoint", &d.endpoint()])
@@ -110,11 +135,7 @@ impl NodeProcess {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("starting berth node");
-        NodeProcess {
-            child,
-            address: address.to_string(),
-        }
+            .expect("starting berth node")
     }
 
     fn stop(&mut self) {
@@ -145,11 +166,6 @@ impl Drop for NodeProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_address() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
 }
 
 fn pod<'a>(status: &'a Value, name: &str) -> Option<&'a Value> {
@@ -244,14 +260,11 @@ async fn daemon_with_busybox() -> (Registry, Daemon, TestNetwork) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_runs_manifests_as_a_kubelet() {
     let (_reg, d, _net) = daemon_with_busybox().await;
-    let manifests = d.dir.path().join("manifests");
     let out = d.dir.path().join("out");
-    std::fs::create_dir_all(&manifests).unwrap();
     std::fs::create_dir_all(&out).unwrap();
-    std::fs::write(manifests.join("ref.yaml"), reference_pod(&out, "one")).unwrap();
-    std::fs::write(manifests.join("mixed.yaml"), MIXED).unwrap();
-    let address = free_address();
-    let mut node = NodeProcess::start(&d, &manifests, &address);
+    let reference = reference_pod(&out, "one");
+    let mut node = NodeProcess::start(&d, &[("ref.yaml", &reference), ("mixed.yaml", MIXED)]);
+    let manifests = node.manifests.clone();
 
     // Everything runs; the bad document is reported, the good one runs.
     let s = wait_for(
@@ -283,7 +296,7 @@ async fn node_runs_manifests_as_a_kubelet() {
     );
     // `berth node status` shows the pods, their containers and the error.
     let shown = Command::new(BERTH)
-        .args(["node", "status", "--address", &address])
+        .args(["node", "status", "--address", &node.address])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&shown.stdout);
@@ -395,7 +408,7 @@ async fn node_runs_manifests_as_a_kubelet() {
     let web_id = container(pod(&s, "ref").unwrap(), "web").unwrap()["containerID"].clone();
     let sandbox_count = sandboxes(&d).await.len();
     node.stop();
-    let mut node = NodeProcess::start(&d, &manifests, &address);
+    node.restart(&d);
     let s = wait_for(
         &node,
         &d,
@@ -453,7 +466,7 @@ async fn node_runs_manifests_as_a_kubelet() {
     // next start (the kubelet's orphaned pods).
     node.stop();
     std::fs::remove_file(manifests.join("mixed.yaml")).unwrap();
-    let mut node = NodeProcess::start(&d, &manifests, &address);
+    node.restart(&d);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let good_left = sandboxes(&d).await.iter().any(|s| {
@@ -607,11 +620,8 @@ fn waiting_reason(s: &Value, pod_name: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_wires_volumes_env_and_reports_image_errors() {
     let (_reg, d, _net) = daemon_with_busybox().await;
-    let manifests = d.dir.path().join("manifests");
-    std::fs::create_dir_all(&manifests).unwrap();
-    std::fs::write(manifests.join("wired.yaml"), OBJECTS).unwrap();
-    let address = free_address();
-    let mut node = NodeProcess::start(&d, &manifests, &address);
+    let mut node = NodeProcess::start(&d, &[("wired.yaml", OBJECTS)]);
+    let manifests = node.manifests.clone();
 
     let s = wait_for(
         &node,
