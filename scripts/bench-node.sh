@@ -172,11 +172,7 @@ MANIFESTS=$WORK/manifests
 NODE_PID=
 ENDPOINT=
 
-[ -x "$BERTH_BIN" ] || { say "no berth binary at $BERTH_BIN (BERTH_BIN=...)"; exit 1; }
-mkdir -p "$WORK/bin"
-cp -f "$BERTH_BIN" "$WORK/bin/berth.new" && mv -f "$WORK/bin/berth.new" "$WORK/bin/berth"
-say "berth binary: $BERTH_BIN ($(date -r "$BERTH_BIN" '+%F %T'))"
-BERTH_BIN=$WORK/bin/berth
+pin_berth_bin
 "$BERTH_BIN" node --help >/dev/null 2>&1 || { say "$BERTH_BIN has no 'node' subcommand"; exit 1; }
 if [ "$PERF" = 1 ] && ! command -v perf >/dev/null; then say "--perf: no perf installed"; exit 1; fi
 
@@ -192,15 +188,7 @@ for i in $(seq 1 "$N"); do
   fi
 done
 
-cleanup() {
-  set +e
-  if [ -n "$NODE_PID" ]; then stop_node; fi
-  bash "$RUN_KUBELET" stop >/dev/null 2>&1
-  if [ -n "$ENDPOINT" ]; then "$CRICTL" -r "$ENDPOINT" -t 120s rmp -a -f >/dev/null 2>&1; fi
-  stop_runtime
-  host_cleanup
-}
-trap cleanup EXIT
+trap 'node_lab_cleanup 0' EXIT
 
 # Measures one agent run; writes OUT/measure.json.
 #   measure AGENT ROUND PIDFILE URL OUT

@@ -216,3 +216,28 @@ PY
     sleep 30
   done
 }
+
+# Copies BERTH_BIN to $WORK/bin/berth and points BERTH_BIN at the copy: every
+# run of a script uses the same binary even if a build replaces the original
+# meanwhile.
+pin_berth_bin() {
+  [ -x "$BERTH_BIN" ] || { say "no berth binary at $BERTH_BIN (BERTH_BIN=...)"; exit 1; }
+  mkdir -p "$WORK/bin"
+  cp -f "$BERTH_BIN" "$WORK/bin/berth.new" && mv -f "$WORK/bin/berth.new" "$WORK/bin/berth"
+  say "berth binary: $BERTH_BIN ($(date -r "$BERTH_BIN" '+%F %T'))"
+  BERTH_BIN=$WORK/bin/berth
+}
+
+# Stops what a node script may have left running (on error or ^C): berth
+# node, the kubelet, the pods of the runtime at ENDPOINT, the runtimes named
+# by the arguments (PEER values: 0 Berth, 1 containerd 2.3.4), and the host's
+# leftovers.
+node_lab_cleanup() {
+  set +e
+  if [ -n "$NODE_PID" ]; then stop_node; fi
+  bash "$RUN_KUBELET" stop >/dev/null 2>&1
+  if [ -n "$ENDPOINT" ]; then "$CRICTL" -r "$ENDPOINT" -t 120s rmp -a -f >/dev/null 2>&1; fi
+  local p
+  for p in "$@"; do PEER=$p stop_runtime; done
+  host_cleanup
+}

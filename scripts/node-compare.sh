@@ -233,12 +233,7 @@ PEER=0
 NODE_DIR=$WORK/node
 CTRD2_PIDF=$LAB/containerd2/containerd.pid
 
-[ -x "$BERTH_BIN" ] || { say "no berth binary at $BERTH_BIN (BERTH_BIN=...)"; exit 1; }
-# Every run uses the same binary even if a build replaces BERTH_BIN meanwhile.
-mkdir -p "$WORK/bin"
-ln -f "$BERTH_BIN" "$WORK/bin/berth" 2>/dev/null || cp -f "$BERTH_BIN" "$WORK/bin/berth"
-say "berth binary: $BERTH_BIN ($(date -r "$BERTH_BIN" '+%F %T'))"
-BERTH_BIN=$WORK/bin/berth
+pin_berth_bin
 if [[ ",$RUNS," == *,node@* ]] && ! "$BERTH_BIN" node --help >/dev/null 2>&1; then
   say "$BERTH_BIN has no 'node' subcommand"; exit 1
 fi
@@ -259,17 +254,7 @@ fi
 
 NODE_PID=
 ENDPOINT=
-# Stops whatever this script may have left running (on error or ^C).
-cleanup() {
-  set +e
-  if [ -n "$NODE_PID" ]; then stop_node; fi
-  bash "$RUN_KUBELET" stop >/dev/null 2>&1
-  if [ -n "$ENDPOINT" ]; then "$CRICTL" -r "$ENDPOINT" -t 60s rmp -a -f >/dev/null 2>&1; fi
-  PEER=0 stop_runtime
-  PEER=1 stop_runtime
-  host_cleanup
-}
-trap cleanup EXIT
+trap 'node_lab_cleanup 0 1' EXIT
 
 # Polls an agent's /pods every 0.5 s for the window, moves the manifests out,
 # waits for /pods to be empty and for the runtime to have no running
